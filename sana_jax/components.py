@@ -1,0 +1,162 @@
+"""``load_component`` / ``save_component``: one model folder (config.json + weights) <-> a callable JAX model.
+
+The class is read from config.json ``_class_name``. A folder is in diffusers format (PyTorch keys in
+``diffusion_pytorch_model.safetensors``, single or sharded) or in JAX format (the same config.json, Flax params
+with ``/``-joined per-layer keys in ``flax_params.safetensors``). Writing is atomic: a temp folder, then a rename.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sana_jax import _io
+from sana_jax.config import ComponentConfig, ConfigError, SanaVideoTransformerConfig, read_json
+from sana_jax.models.transformer import SanaVideoTransformer
+from sana_jax.weights import rulebook
+from sana_jax.weights import transformer as transformer_weights
+from sana_jax.weights.io import DEFAULT_MAX_SHARD_BYTES, read_checkpoint_file, read_state_dict, write_state_dict
+
+JAX_WEIGHTS = "flax_params.safetensors"
+FORMATS = ("diffusers", "jax")
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentSpec:
+    """How one component class is built, initialised abstractly, and mapped to PyTorch."""
+
+    config_cls: type[ComponentConfig]
+    build: Callable[..., nn.Module]            # (config, **options) -> module
+    example_inputs: Callable[[Any], tuple]     # config -> smallest valid inputs, for abstract init
+    rules: Callable[[Any], list]               # config -> rulebook
+    weights_name: str                          # diffusers file stem
+    layer_prefix: str | None = None            # per-layer key prefix stacked under nn.scan
+    from_original: Callable | None = None      # original-layout state dict -> diffusers keys
+
+
+def _transformer_inputs(cfg: SanaVideoTransformerConfig):
+    pt, ph, pw = cfg.patch
+    latents = jnp.zeros((1, pt, ph, pw, cfg.in_channels), jnp.float32)
+    ctx = jnp.zeros((1, 1, cfg.caption_channels), jnp.float32)
+    guidance = jnp.zeros((1,), jnp.float32) if cfg.guidance_embeds else None
+    return (latents, jnp.zeros((1,), jnp.float32), ctx, None, guidance)
+
+
+def _build_transformer(cfg, *, dtype="float32", param_dtype="float32", scan_layers=False, remat_policy="none",
+                       original_numerics=False, attention_implementation="auto"):
+    return SanaVideoTransformer(cfg, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype),
+                                scan_layers=scan_layers, remat_policy=remat_policy,
+                                original_numerics=original_numerics,
+                                attention_implementation=attention_implementation)
+
+
+REGISTRY: dict[str, ComponentSpec] = {
+    "SanaVideoTransformer3DModel": ComponentSpec(
+        SanaVideoTransformerConfig, _build_transformer, _transformer_inputs, transformer_weights.diffusers_rules,
+        "diffusion_pytorch_model", transformer_weights.BLOCKS, transformer_weights.original_to_diffusers),
+}
+
+
+class Component:
+    """A model with its params: ``model(*inputs)`` runs the jitted forward; ``.config``, ``.params``, ``.module``."""
+
+    def __init__(self, class_name: str, config: ComponentConfig, module: nn.Module, params: dict):
+        self.class_name = class_name
+        self.config = config
+        self.module = module
+        self.params = params
+        self._apply = jax.jit(module.apply)
+
+    def __call__(self, *args, **kwargs):
+        return self._apply({"params": self.params}, *args, **kwargs)
+
+    def __repr__(self):
+        n = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.params))
+        return f"{self.class_name}({n:,} params, dtype={self.module.dtype})"
+
+
+def _spec(class_name: str, where: str) -> ComponentSpec:
+    if class_name not in REGISTRY:
+        raise ConfigError(f"{where}: _class_name {class_name!r} is not supported; expected one of {sorted(REGISTRY)}")
+    return REGISTRY[class_name]
+
+
+def abstract_params(spec: ComponentSpec, config, module: nn.Module) -> dict:
+    """The module's params as ShapeDtypeStructs (no allocation)."""
+    boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), *spec.example_inputs(config)))
+    return nn.meta.unbox(boxed)["params"]
+
+
+def load_component(path: str | os.PathLike, *, config: ComponentConfig | str | os.PathLike | None = None,
+                   **options) -> Component:
+    """Loads a component folder (diffusers or JAX format), or an original-layout checkpoint file with ``config``.
+
+    ``options`` go to the module (for the transformer: dtype, param_dtype, scan_layers, remat_policy,
+    original_numerics, attention_implementation). Params keep the stored dtype unless ``param_dtype`` is given.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        if config is None:
+            raise ConfigError(f"{path}: an original checkpoint file needs config= (a config or a config.json path)")
+        if not isinstance(config, ComponentConfig):
+            data = read_json(config)
+            config = _spec(data.get("_class_name", ""), os.fspath(config)).config_cls.from_dict(data,
+                                                                                             source=str(config))
+        spec = REGISTRY[config.class_name]
+        if spec.from_original is None:
+            raise ConfigError(f"{path}: no original checkpoint layout is known for {config.class_name}")
+        state = spec.from_original(read_checkpoint_file(path), source=path)
+        flat = rulebook.torch_to_flax(state, spec.rules(config), source=path)
+        return _assemble(spec, config, flat, source=path, options=options)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such component folder or checkpoint file")
+    if config is not None:
+        raise ConfigError(f"{path}: config= is only for original checkpoint files; a folder has its config.json")
+    config_path = os.path.join(path, "config.json")
+    data = read_json(config_path)
+    spec = _spec(data.get("_class_name", ""), config_path)
+    config = spec.config_cls.from_dict(data, source=config_path)
+    if os.path.isfile(os.path.join(path, JAX_WEIGHTS)):
+        flat = dict(_io.read_safetensors(os.path.join(path, JAX_WEIGHTS)))
+        source = os.path.join(path, JAX_WEIGHTS)
+    else:
+        flat = rulebook.torch_to_flax(read_state_dict(path, spec.weights_name), spec.rules(config), source=path)
+        source = path
+    return _assemble(spec, config, flat, source=source, options=options)
+
+
+def _assemble(spec: ComponentSpec, config, flat: dict, *, source: str, options: dict) -> Component:
+    module = spec.build(config, **options)
+    unscanned = module.clone(scan_layers=False) if getattr(module, "scan_layers", False) else module
+    expected = {k: v.shape for k, v in rulebook.flatten(abstract_params(spec, config, unscanned)).items()}
+    rulebook.check_against(flat, expected, spec.rules(config), source=source)
+    if getattr(module, "scan_layers", False):
+        flat = rulebook.stack_layers(flat, spec.layer_prefix, config.num_layers)
+    cast = options.get("param_dtype")
+    params = {k: jnp.asarray(v, dtype=cast) for k, v in flat.items()}
+    return Component(config.class_name, config, module, rulebook.unflatten(params))
+
+
+def save_component(model: Component, path: str | os.PathLike, format: str = "diffusers", *,
+                   max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> None:
+    """Writes ``model`` as a component folder: ``format="diffusers"`` (loads in diffusers) or ``"jax"``."""
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r}; expected one of {FORMATS}")
+    spec = _spec(model.class_name, "model")
+    flat = {k: np.asarray(v) for k, v in rulebook.flatten(jax.device_get(model.params)).items()}
+    if getattr(model.module, "scan_layers", False):
+        flat = rulebook.unstack_layers(flat, spec.layer_prefix)
+    with _io.atomic_directory(path) as tmp:
+        model.config.to_json_file(os.path.join(tmp, "config.json"))
+        if format == "jax":
+            _io.write_safetensors(os.path.join(tmp, JAX_WEIGHTS), flat, {"format": "flax"})
+        else:
+            state = rulebook.flax_to_torch(flat, spec.rules(model.config))
+            write_state_dict(tmp, spec.weights_name, state, max_shard_bytes=max_shard_bytes,
+                             metadata={"format": "pt"})

@@ -1,0 +1,35 @@
+"""ReLU linear attention with RoPE on the numerator: bidirectional or block-causal with a carried state.
+
+For head h and token n (φ = ReLU, R = RoPE on interleaved pairs):
+
+    S = Σ_m v_m ⊗ R(φ(k_m))        (d_v × d, fp32)     z = Σ_m φ(k_m)       (d, fp32)
+    out_n = S · R(φ(q_n)) / (z · φ(q_n) + eps)
+
+Bidirectional (``chunk_size=None``) sums over all N tokens. Block-causal (``chunk_size=C``) sums over every
+token in the same run of C tokens and all earlier runs, starting from ``initial_state``.
+State layout: S (B, H, d_v, d) with S[b, h, i, j] = Σ v[i]·R(φ(k))[j]; z (B, H, d).
+"""
+
+from __future__ import annotations
+
+from sana_jax.kernels.linear_attention._xla import linear_attention_xla
+
+IMPLEMENTATIONS = ("auto", "xla", "pallas")
+
+
+def linear_attention(q, k, v, rope=None, *, chunk_size=None, initial_state=None, return_state=False,
+                     eps=1e-15, implementation="auto"):
+    """q, k, v: (B, N, H, d) with q, k before ReLU; rope: (cos, sin) tables (N, d) or None.
+
+    Returns out (B, N, H, d_v) in q's dtype, and with ``return_state=True`` also the final (S, z).
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation={implementation!r}; expected one of {IMPLEMENTATIONS}")
+    if implementation == "pallas":
+        # The Pallas backends are their own issue; refuse rather than silently fall back.
+        raise NotImplementedError("implementation='pallas' is not built yet; use 'xla' or 'auto'")
+    return linear_attention_xla(q, k, v, rope, chunk_size=chunk_size, initial_state=initial_state,
+                                return_state=return_state, eps=eps)
+
+
+__all__ = ["linear_attention", "linear_attention_xla"]
