@@ -160,3 +160,27 @@ def test_bad_inputs_name_the_argument(tmp_path, bad, match):
     ctx = jnp.zeros(bad.get("ctx", (1, 7, 32)))
     with pytest.raises(ValueError, match=match):
         m(x, t, ctx)
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_every_param_carries_logical_axis_names(scan):
+    import flax.linen as nn
+
+    from sana_jax.components import REGISTRY
+    from sana_jax.config import SanaVideoTransformerConfig
+
+    cfg = SanaVideoTransformerConfig(**{**TINY, "patch_size": tuple(TINY["patch_size"])})
+    spec = REGISTRY[cfg.class_name]
+    boxed = jax.eval_shape(lambda: spec.build(cfg, scan_layers=scan).init(jax.random.key(0),
+                                                                           *spec.example_inputs(cfg)))["params"]
+    leaves = jax.tree_util.tree_leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    assert leaves and all(isinstance(x, nn.LogicallyPartitioned) for x in leaves)
+    for leaf in leaves:
+        assert len(leaf.names) == leaf.value.ndim
+    block_names = {leaf.names[0] for path, leaf in jax.tree_util.tree_flatten_with_path(
+        boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))[0] if "transformer_blocks" in str(path[0])}
+    if scan:
+        assert block_names == {"layers"}
+    else:
+        assert "layers" not in block_names
+    assert "embed" in {n for leaf in leaves for n in leaf.names}

@@ -243,7 +243,7 @@ class SanaVideoTransformer(nn.Module):
             t_emb_in = jnp.floor(t_emb_in)
         if cfg.guidance_embeds:
             emb = TimestepEmbedding(d, name="timestep_embedder", **kw)(t_emb_in)
-            g = guidance.astype(jnp.float32).reshape(b, 1)
+            g = jnp.broadcast_to(jnp.asarray(guidance, jnp.float32), (b,)).reshape(b, 1)
             emb = emb + TimestepEmbedding(d, name="guidance_embedder", **kw)(g)
         else:
             emb = TimestepEmbedding(d, name="timestep_embedder", **kw)(t_emb_in)
@@ -317,7 +317,5 @@ class SanaVideoTransformer(nn.Module):
         if not cfg.guidance_embeds and guidance is not None:
             raise ValueError("guidance was given but the config has guidance_embeds=False")
         if guidance is not None and jnp.shape(guidance) not in ((b,), ()):
-            raise ValueError(f"guidance must be (B,) = {(b,)}; got {jnp.shape(guidance)}")
-        if guidance is not None and jnp.ndim(guidance) == 0:
-            guidance = jnp.broadcast_to(guidance, (b,))
+            raise ValueError(f"guidance must be a scalar or (B,) = {(b,)}; got {jnp.shape(guidance)}")
         return b, grid, t
