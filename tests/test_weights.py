@@ -155,7 +155,8 @@ def test_missing_unexpected_and_misshaped_keys_are_named(tmp_path):
         write_safetensors(folder / "diffusion_pytorch_model.safetensors", tensors)
 
     write({k: v for k, v in state.items() if k != "transformer_blocks.1.ff.conv_temp.weight"})
-    with pytest.raises(WeightMappingError, match=r"missing.*transformer_blocks\.1\.ff\.conv_temp\.weight"):
+    expected = r"missing.*transformer_blocks\.1\.ff\.conv_temp\.weight \(expected shape \(24, 24, 3, 1\)\)"
+    with pytest.raises(WeightMappingError, match=expected):
         load_component(folder)
     write({**state, "transformer_blocks.0.attn1.to_q.bias": np.zeros(24, np.float32)})
     with pytest.raises(WeightMappingError, match=r"unexpected.*transformer_blocks\.0\.attn1\.to_q\.bias"):

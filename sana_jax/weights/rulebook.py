@@ -99,34 +99,29 @@ def flax_to_torch(flat: Mapping[str, np.ndarray], rules: Iterable[Rule], *, sour
 
 def check_against(flat: Mapping[str, np.ndarray], expected: Mapping[str, tuple], rules: Iterable[Rule], *,
                   source: str) -> None:
-    """Stops on any missing, unexpected or mis-shaped key, naming the PyTorch key and both shapes."""
+    """Stops on any missing, unexpected or mis-shaped key, naming the PyTorch key and both shapes (PyTorch layout)."""
     rules = list(rules)
 
-    def torch_name(path):
+    def torch_view(path, shape):
+        """(PyTorch key, shape in PyTorch layout) for a Flax path and Flax shape."""
         for rule in rules:
             name = rule.match(path, "to_torch")
             if name is not None:
-                return name
-        return path
+                return name, tuple(rule.layout.to_torch(np.broadcast_to(np.zeros((), np.float32), shape)).shape)
+        return path, tuple(shape)
 
-    missing = sorted(set(expected) - set(flat))
-    unexpected = sorted(set(flat) - set(expected))
     problems = []
+    missing = sorted(set(expected) - set(flat))
     if missing:
-        problems.append("missing key(s): " + ", ".join(f"{torch_name(k)} (expected shape {expected[k]})"
+        problems.append("missing key(s): " + ", ".join("%s (expected shape %s)" % torch_view(k, expected[k])
                                                        for k in missing[:20]))
+    unexpected = sorted(set(flat) - set(expected))
     if unexpected:
-        problems.append("unexpected key(s): " + ", ".join(torch_name(k) for k in unexpected[:20]))
+        problems.append("unexpected key(s): " + ", ".join(torch_view(k, flat[k].shape)[0] for k in unexpected[:20]))
     for k in sorted(set(flat) & set(expected)):
         if tuple(flat[k].shape) != tuple(expected[k]):
-            for rule in rules:
-                if rule.match(k, "to_torch") is not None:
-                    exp = rule.layout.to_torch(np.broadcast_to(np.zeros((), np.float32), expected[k])).shape
-                    got = rule.layout.to_torch(np.broadcast_to(np.zeros((), np.float32), flat[k].shape)).shape
-                    break
-            else:
-                exp, got = expected[k], flat[k].shape
-            problems.append(f"{torch_name(k)} has shape {tuple(got)}, the config expects {tuple(exp)}")
+            name, got = torch_view(k, flat[k].shape)
+            problems.append(f"{name} has shape {got}, the config expects {torch_view(k, expected[k])[1]}")
     if problems:
         raise WeightMappingError(f"{source} does not match the config: " + "; ".join(problems))
 
