@@ -8,6 +8,7 @@ with ``/``-joined per-layer keys in ``flax_params.safetensors``). Writing is ato
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable
 
@@ -38,6 +39,7 @@ class ComponentSpec:
     weights_name: str                          # diffusers file stem
     layer_prefix: str | None = None            # per-layer key prefix stacked under nn.scan
     from_original: Callable | None = None      # original-layout state dict -> diffusers keys
+    methods: tuple[str, ...] = ()              # module methods exposed on the Component (e.g. encode, decode)
 
 
 def _transformer_inputs(cfg: SanaVideoTransformerConfig):
@@ -64,14 +66,24 @@ REGISTRY: dict[str, ComponentSpec] = {
 
 
 class Component:
-    """A model with its params: ``model(*inputs)`` runs the jitted forward; ``.config``, ``.params``, ``.module``."""
+    """A model with its params: ``model(*inputs)`` runs the jitted forward; ``.config``, ``.params``, ``.module``.
 
-    def __init__(self, class_name: str, config: ComponentConfig, module: nn.Module, params: dict):
+    Module methods named by the spec (``encode``, ``decode`` for autoencoders) are jitted attributes too.
+    """
+
+    def __init__(self, class_name: str, config: ComponentConfig, module: nn.Module, params: dict,
+                 methods: tuple[str, ...] = ()):
         self.class_name = class_name
         self.config = config
         self.module = module
         self.params = params
         self._apply = jax.jit(module.apply)
+        for name in methods:
+            setattr(self, name, self._bind(name))
+
+    def _bind(self, name: str):
+        fn = jax.jit(functools.partial(self.module.apply, method=name))
+        return lambda *args, **kwargs: fn({"params": self.params}, *args, **kwargs)
 
     def __call__(self, *args, **kwargs):
         return self._apply({"params": self.params}, *args, **kwargs)
@@ -140,7 +152,7 @@ def _assemble(spec: ComponentSpec, config, flat: dict, *, source: str, options: 
         flat = rulebook.stack_layers(flat, spec.layer_prefix, config.num_layers)
     cast = options.get("param_dtype")
     params = {k: jnp.asarray(v, dtype=cast) for k, v in flat.items()}
-    return Component(config.class_name, config, module, rulebook.unflatten(params))
+    return Component(config.class_name, config, module, rulebook.unflatten(params), spec.methods)
 
 
 def save_component(model: Component, path: str | os.PathLike, format: str = "diffusers", *,

@@ -56,7 +56,7 @@ class ComponentConfig:
             out["_diffusers_version"] = DIFFUSERS_VERSION
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
+            out[f.name] = _to_json(value)
         return out
 
     @classmethod
@@ -65,6 +65,10 @@ class ComponentConfig:
 
     def to_json_file(self, path: str | os.PathLike) -> None:
         _io.atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+
+
+def _to_json(value):
+    return [_to_json(v) for v in value] if isinstance(value, tuple) else value
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
@@ -199,3 +203,60 @@ SANA_VIDEO_2B_480P = SanaVideoTransformerConfig(
 SANA_VIDEO_2B_720P = dataclasses.replace(
     SANA_VIDEO_2B_480P, in_channels=128, out_channels=128, patch_size=(1, 1, 1), sample_size=22
 )
+
+
+_WAN_LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508, 0.4134, -0.0715, 0.5517,
+                     -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
+_WAN_LATENTS_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743, 3.2687, 2.1526, 2.8652, 1.5579,
+                    1.6382, 1.1253, 2.8251, 1.9160)
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoencoderKLWanConfig(ComponentConfig):
+    """diffusers ``AutoencoderKLWan`` (Wan2.1 video VAE) config; the defaults are the published Wan2.1 VAE."""
+
+    class_name: ClassVar[str] = "AutoencoderKLWan"
+
+    base_dim: int = 96
+    decoder_base_dim: int | None = None
+    z_dim: int = 16
+    dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    attn_scales: tuple[float, ...] = ()
+    temperal_downsample: tuple[bool, ...] = (False, True, True)
+    dropout: float = 0.0
+    latents_mean: tuple[float, ...] = _WAN_LATENTS_MEAN
+    latents_std: tuple[float, ...] = _WAN_LATENTS_STD
+    is_residual: bool = False
+    in_channels: int = 3
+    out_channels: int = 3
+    patch_size: int | None = None
+    scale_factor_temporal: int | None = 4
+    scale_factor_spatial: int | None = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoencoderDCConfig(ComponentConfig):
+    """diffusers ``AutoencoderDC`` (deep-compression autoencoder) config, diffusers' defaults."""
+
+    class_name: ClassVar[str] = "AutoencoderDC"
+
+    in_channels: int = 3
+    latent_channels: int = 32
+    attention_head_dim: int = 32
+    encoder_block_types: str | tuple[str, ...] = "ResBlock"
+    decoder_block_types: str | tuple[str, ...] = "ResBlock"
+    encoder_block_out_channels: tuple[int, ...] = (128, 256, 512, 512, 1024, 1024)
+    decoder_block_out_channels: tuple[int, ...] = (128, 256, 512, 512, 1024, 1024)
+    encoder_layers_per_block: tuple[int, ...] = (2, 2, 2, 3, 3, 3)
+    decoder_layers_per_block: tuple[int, ...] = (3, 3, 3, 3, 3, 3)
+    encoder_qkv_multiscales: tuple[tuple[int, ...], ...] = ((), (), (), (5,), (5,), (5,))
+    decoder_qkv_multiscales: tuple[tuple[int, ...], ...] = ((), (), (), (5,), (5,), (5,))
+    upsample_block_type: str = "pixel_shuffle"
+    downsample_block_type: str = "pixel_unshuffle"
+    decoder_norm_types: str | tuple[str, ...] = "rms_norm"
+    decoder_act_fns: str | tuple[str, ...] = "silu"
+    encoder_out_shortcut: bool = True
+    decoder_in_shortcut: bool = True
+    decoder_conv_act_fn: str = "relu"
+    scaling_factor: float = 1.0
