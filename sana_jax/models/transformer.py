@@ -76,7 +76,7 @@ class LinearSelfAttention(nn.Module):
     param_dtype: Any
 
     @nn.compact
-    def __call__(self, x, rope, chunk_size=None, initial_state=None):
+    def __call__(self, x, rope):
         shape = x.shape
         inner = self.heads * self.head_dim
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -88,13 +88,10 @@ class LinearSelfAttention(nn.Module):
             q = RMSNorm(1e-5, axis_name="heads", param_dtype=self.param_dtype, name="norm_q")(q)
             k = RMSNorm(1e-5, axis_name="heads", param_dtype=self.param_dtype, name="norm_k")(k)
         split = lambda a: a.reshape(a.shape[0], a.shape[1], self.heads, self.head_dim)
-        result = linear_attention(split(q), split(k), split(v), rope, chunk_size=chunk_size,
-                                  initial_state=initial_state, return_state=initial_state is not None,
-                                  eps=self.eps, implementation=self.implementation)
-        out, state = result if initial_state is not None else (result, None)
-        out = out.reshape(tokens.shape[0], tokens.shape[1], inner)
-        out = _dense(shape[-1], ("heads", "embed"), name="to_out", **kw)(out)
-        return out.reshape(shape), state
+        out = linear_attention(split(q), split(k), split(v), rope, eps=self.eps,
+                               implementation=self.implementation)
+        out = _dense(shape[-1], ("heads", "embed"), name="to_out", **kw)(out.reshape(*tokens.shape[:2], inner))
+        return out.reshape(shape)
 
 
 class CrossAttention(nn.Module):
@@ -129,8 +126,7 @@ class CrossAttention(nn.Module):
 class GLUMBTempConv(nn.Module):
     """Per frame: 1x1 -> SiLU -> depthwise 3x3 -> GLU -> 1x1; then y + temporal_conv(y) over frames.
 
-    x: (B, F, H, W, D). ``left_frame`` (B, 1, H, W, D), if given, is the temporal conv's left context (the previous
-    block's last frame); the second return value is this call's last frame for the next block.
+    x: (B, F, H, W, D) -> (B, F, H, W, D).
     """
 
     hidden: int
@@ -138,7 +134,7 @@ class GLUMBTempConv(nn.Module):
     param_dtype: Any
 
     @nn.compact
-    def __call__(self, x, left_frame=None):
+    def __call__(self, x):
         b, f, h, w, d = x.shape
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         y = _dense(2 * self.hidden, ("embed", "mlp"), name="conv_inverted", **kw)(x)
@@ -155,7 +151,7 @@ class GLUMBTempConv(nn.Module):
         y = _dense(d, ("mlp", "embed"), use_bias=False, name="conv_point", **kw)(y)
         temp = self.param("conv_temp_kernel", nn.with_logical_partitioning(
             nn.initializers.zeros, (None, None, "embed")), (3, d, d), self.param_dtype)
-        return y + temporal_conv(y, temp, left_frame), y[:, -1:]
+        return y + temporal_conv(y, temp)
 
 
 class SanaVideoBlock(nn.Module):
@@ -178,14 +174,14 @@ class SanaVideoBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (mod[..., i, :] for i in range(6))
 
         n = (layer_norm(x, cfg.norm_eps) * (1 + scale_msa) + shift_msa).astype(x.dtype)
-        attn, _ = LinearSelfAttention(cfg.num_attention_heads, cfg.attention_head_dim, cfg.attention_bias,
+        attn = LinearSelfAttention(cfg.num_attention_heads, cfg.attention_head_dim, cfg.attention_bias,
                                       cfg.qk_norm is not None, self.eps, self.implementation, name="attn1",
                                       **kw)(n, rope)
         x = x + (gate_msa * attn).astype(x.dtype)
         x = x + CrossAttention(cfg.cross_heads, cfg.cross_head_dim, cfg.qk_norm is not None, name="attn2",
                                **kw)(x, context, bias)
         n = (layer_norm(x, cfg.norm_eps) * (1 + scale_mlp) + shift_mlp).astype(x.dtype)
-        ff, _ = GLUMBTempConv(cfg.ffn_hidden, name="ff", **kw)(n)
+        ff = GLUMBTempConv(cfg.ffn_hidden, name="ff", **kw)(n)
         x = x + (gate_mlp * ff).astype(x.dtype)
         x = nn.with_logical_constraint(x, ("batch", "frames", "height", "width", "embed"))
         return x, None

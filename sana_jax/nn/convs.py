@@ -25,14 +25,14 @@ def depthwise_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | No
     return out
 
 
-def temporal_conv(x: jnp.ndarray, kernel: jnp.ndarray, left: jnp.ndarray | None = None) -> jnp.ndarray:
+def temporal_conv(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     """Full (not depthwise) conv over frames with kernel 3, zero padding 1 on each side, no bias.
 
-    x: (B, F, ..., C); kernel: (3, C_in, C_out). ``left`` (B, 1, ..., C), if given, replaces the zero frame on the
-    left (the previous block's last frame in block-causal mode).
+    x: (B, F, ..., C_in); kernel: (3, C_in, C_out). The three taps are one matmul over the concatenated
+    [previous, current, next] frames.
     """
     zeros = jnp.zeros_like(x[:, :1])
-    prev = jnp.concatenate([zeros if left is None else left.astype(x.dtype), x[:, :-1]], axis=1)
+    prev = jnp.concatenate([zeros, x[:, :-1]], axis=1)
     nxt = jnp.concatenate([x[:, 1:], zeros], axis=1)
     stacked = jnp.concatenate([prev, x, nxt], axis=-1)
     return stacked @ kernel.reshape(-1, kernel.shape[-1]).astype(x.dtype)
