@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
+
+from _timing import median_time
 
 CASES = {
     # name: (transformer config overrides, latent (C, F, H, W), text tokens)
@@ -27,15 +28,6 @@ DESCRIPTION = {
     "a": "4 layers, D 512 (8x64), latent 16x8x60x104",
     "b": "1 layer, D 2240 (20x112), latent 16x8x30x52",
 }
-
-
-def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():

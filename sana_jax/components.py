@@ -18,10 +18,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from sana_jax import _io
-from sana_jax.config import ComponentConfig, ConfigError, SanaVideoTransformerConfig, read_json
+from sana_jax.config import (AutoencoderDCConfig, AutoencoderKLWanConfig, ComponentConfig, ConfigError,
+                             SanaVideoTransformerConfig, read_json)
+from sana_jax.models.dc_ae import DCAutoencoder
+from sana_jax.models.dc_ae import check_config as check_dc_ae_config
 from sana_jax.models.transformer import SanaVideoTransformer
+from sana_jax.models.wan_vae import AutoencoderKLWan, check_supported
+from sana_jax.weights import dc_ae as dc_ae_weights
 from sana_jax.weights import rulebook
 from sana_jax.weights import transformer as transformer_weights
+from sana_jax.weights import wan_vae as wan_vae_weights
 from sana_jax.weights.io import DEFAULT_MAX_SHARD_BYTES, read_checkpoint_file, read_state_dict, write_state_dict
 
 JAX_WEIGHTS = "flax_params.safetensors"
@@ -58,10 +64,35 @@ def _build_transformer(cfg, *, dtype="float32", param_dtype="float32", scan_laye
                                 attention_implementation=attention_implementation)
 
 
+def _wan_vae_inputs(cfg: AutoencoderKLWanConfig):
+    return (jnp.zeros((1, 1, cfg.spatial_factor, cfg.spatial_factor, cfg.in_channels), jnp.float32),)
+
+
+def _build_wan_vae(cfg, *, dtype="float32", param_dtype="float32"):
+    check_supported(cfg)
+    return AutoencoderKLWan(cfg, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype))
+
+
+def _dc_ae_inputs(cfg: AutoencoderDCConfig):
+    f = cfg.spatial_compression_ratio
+    return (jnp.zeros((1, f, f, cfg.in_channels), jnp.float32),)
+
+
+def _build_dc_ae(cfg: AutoencoderDCConfig, *, dtype="float32", param_dtype="float32"):
+    check_dc_ae_config(cfg)
+    return DCAutoencoder(cfg, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype))
+
+
 REGISTRY: dict[str, ComponentSpec] = {
     "SanaVideoTransformer3DModel": ComponentSpec(
         SanaVideoTransformerConfig, _build_transformer, _transformer_inputs, transformer_weights.diffusers_rules,
         "diffusion_pytorch_model", transformer_weights.BLOCKS, transformer_weights.original_to_diffusers),
+    "AutoencoderKLWan": ComponentSpec(
+        AutoencoderKLWanConfig, _build_wan_vae, _wan_vae_inputs, wan_vae_weights.diffusers_rules,
+        "diffusion_pytorch_model", methods=("encode", "decode")),
+    "AutoencoderDC": ComponentSpec(
+        AutoencoderDCConfig, _build_dc_ae, _dc_ae_inputs, dc_ae_weights.diffusers_rules, "diffusion_pytorch_model",
+        methods=("encode", "decode")),
 }
 
 

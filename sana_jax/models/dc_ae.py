@@ -1,0 +1,465 @@
+"""SANA's deep-compression autoencoder (diffusers ``AutoencoderDC``) in Flax Linen, channels-last.
+
+images (B, H, W, C) --encoder--> latents (B, H/f, W/f, c) with f = 2^(blocks - 1); the decoder mirrors it.
+Each stage is a stack of ResBlocks (conv, act, conv, RMSNorm) or EfficientViT blocks (multi-scale ReLU linear
+attention, then a GLU inverted-bottleneck conv), joined by 2x down/up blocks whose parameter-free shortcuts
+(pixel-unshuffle + channel averaging, channel repeat + pixel-shuffle) make every stage learn a residual.
+
+DC-AE has no temporal axis: video (B, F, H, W, C) is folded into the batch and coded frame by frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sana_jax.config import AutoencoderDCConfig, ConfigError
+from sana_jax.nn import RMSNorm, depthwise_conv2d
+
+# diffusers `get_activation` names (torch's GELU is the exact erf form).
+ACTIVATIONS: dict[str, Callable] = {
+    "silu": nn.silu,
+    "swish": nn.silu,
+    "relu": nn.relu,
+    "gelu": lambda x: nn.gelu(x, approximate=False),
+    "mish": lambda x: x * jnp.tanh(nn.softplus(x)),
+}
+BLOCK_TYPES = ("ResBlock", "EfficientViTBlock")
+NORM_TYPES = ("rms_norm",)  # diffusers also has batch_norm / layer_norm; no SANA checkpoint uses them
+DOWNSAMPLE_TYPES = ("pixel_unshuffle", "conv", "Conv")  # diffusers: anything but pixel_unshuffle is a strided conv
+UPSAMPLE_TYPES = ("pixel_shuffle", "interpolate")
+
+
+def check_config(cfg: AutoencoderDCConfig) -> None:
+    """Stops on option values this port does not implement, or shapes diffusers cannot build, naming the key."""
+    n = len(cfg.encoder_block_out_channels)
+    if n < 1 or len(cfg.decoder_block_out_channels) != n:
+        raise ConfigError(f"decoder_block_out_channels {cfg.decoder_block_out_channels} must have as many entries as "
+                          f"encoder_block_out_channels {cfg.encoder_block_out_channels} (at least one)")
+
+    def per_block(key, values, allowed=None):
+        if len(values) != n:
+            raise ConfigError(f"{key} has {len(values)} entries {values}; expected one per block ({n})")
+        for v in values if allowed is not None else ():
+            if v not in allowed:
+                raise ConfigError(f"{key}: {v!r} is not supported; expected one of {list(allowed)}")
+
+    per_block("encoder_block_types", cfg.encoder_block_type_list, BLOCK_TYPES)
+    per_block("decoder_block_types", cfg.decoder_block_type_list, BLOCK_TYPES)
+    per_block("decoder_norm_types", cfg.decoder_norm_type_list, NORM_TYPES)
+    per_block("decoder_act_fns", cfg.decoder_act_fn_list, ACTIVATIONS)
+    for side in ("encoder", "decoder"):
+        layers = getattr(cfg, f"{side}_layers_per_block")
+        per_block(f"{side}_layers_per_block", layers)
+        per_block(f"{side}_qkv_multiscales", getattr(cfg, f"{side}_qkv_multiscales"))
+        if any(x < 0 for x in layers) or any(x == 0 for x in layers[1:]):
+            raise ConfigError(f"{side}_layers_per_block {layers}: only the first block may have 0 layers")
+        for ks in getattr(cfg, f"{side}_qkv_multiscales"):
+            if any(k < 1 or k % 2 == 0 for k in ks):
+                raise ConfigError(f"{side}_qkv_multiscales {ks}: kernel sizes must be odd and positive")
+        widths = getattr(cfg, f"{side}_block_out_channels")
+        types = getattr(cfg, f"{side}_block_type_list")
+        for width, kind, count in zip(widths, types, layers):
+            if kind == "EfficientViTBlock" and count and width // cfg.attention_head_dim < 1:
+                raise ConfigError(f"{side}_block_out_channels: width {width} < attention_head_dim "
+                                  f"{cfg.attention_head_dim} leaves an EfficientViT block with no head")
+    if cfg.downsample_block_type not in DOWNSAMPLE_TYPES:
+        raise ConfigError(f"downsample_block_type {cfg.downsample_block_type!r} is not supported; expected one of "
+                          f"{list(DOWNSAMPLE_TYPES)}")
+    if cfg.upsample_block_type not in UPSAMPLE_TYPES:
+        raise ConfigError(f"upsample_block_type {cfg.upsample_block_type!r} is not supported; expected one of "
+                          f"{list(UPSAMPLE_TYPES)}")
+    if cfg.decoder_conv_act_fn not in ACTIVATIONS:
+        raise ConfigError(f"decoder_conv_act_fn {cfg.decoder_conv_act_fn!r} is not supported; expected one of "
+                          f"{list(ACTIVATIONS)}")
+    enc, dec = cfg.encoder_block_out_channels, cfg.decoder_block_out_channels
+    for i in range(n - 1):  # the shortcuts average / repeat whole channel groups
+        if (4 * enc[i]) % enc[i + 1] or (cfg.downsample_block_type == "pixel_unshuffle" and enc[i + 1] % 4):
+            raise ConfigError(f"encoder_block_out_channels {enc}: {enc[i]} -> {enc[i + 1]} is not a valid 2x "
+                              f"downsampling (4*in must be a multiple of out, and out of 4 for pixel_unshuffle)")
+        if (4 * dec[i]) % dec[i + 1]:
+            raise ConfigError(f"decoder_block_out_channels {dec}: {dec[i + 1]} -> {dec[i]} is not a valid 2x "
+                              f"upsampling (4*out must be a multiple of in)")
+    if cfg.encoder_out_shortcut and enc[-1] % cfg.latent_channels:
+        raise ConfigError(f"encoder_out_shortcut needs encoder_block_out_channels[-1] = {enc[-1]} to be a multiple "
+                          f"of latent_channels = {cfg.latent_channels}")
+    if cfg.decoder_in_shortcut and dec[-1] % cfg.latent_channels:
+        raise ConfigError(f"decoder_in_shortcut needs decoder_block_out_channels[-1] = {dec[-1]} to be a multiple "
+                          f"of latent_channels = {cfg.latent_channels}")
+    if cfg.encoder_layers_per_block[0] == 0 and cfg.downsample_block_type == "pixel_unshuffle" and n > 1 \
+            and enc[1] % 4:
+        raise ConfigError(f"encoder_block_out_channels[1] = {enc[1]} must be a multiple of 4 for a pixel_unshuffle "
+                          f"conv_in")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layers.
+
+
+def _conv(features, *, kernel_size=3, stride=1, use_bias=True, dtype, param_dtype, name):
+    """A PyTorch-style Conv2d with symmetric zero padding k // 2. Kernel (kh, kw, in, out)."""
+    pad = kernel_size // 2
+    return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+                   use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name,
+                   kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+                                                            (None, None, None, "embed")),
+                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+
+
+def _dense(features, axes, *, use_bias=True, dtype, param_dtype, name):
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name,
+                    kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
+                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[-1],)))
+
+
+def pixel_unshuffle(x: jnp.ndarray) -> jnp.ndarray:
+    """(B, H, W, C) -> (B, H/2, W/2, 4C), channel c*4 + 2*i + j for offset (i, j): torch's order."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4)
+    return x.reshape(b, h // 2, w // 2, 4 * c)
+
+
+def pixel_shuffle(x: jnp.ndarray) -> jnp.ndarray:
+    """Inverse of ``pixel_unshuffle``: (B, H, W, 4C) -> (B, 2H, 2W, C)."""
+    b, h, w, c4 = x.shape
+    x = x.reshape(b, h, w, c4 // 4, 2, 2).transpose(0, 1, 4, 2, 5, 3)
+    return x.reshape(b, 2 * h, 2 * w, c4 // 4)
+
+
+class DepthwiseConv(nn.Module):
+    """'Same' depthwise conv as shifted multiply-adds. x: (B, H, W, C); kernel (k, k, C)."""
+
+    kernel_size: int
+    use_bias: bool
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        kernel = self.param("kernel", nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=()), (None, None, "embed")),
+            (self.kernel_size, self.kernel_size, c), self.param_dtype)
+        bias = None
+        if self.use_bias:
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (c,),
+                              self.param_dtype).astype(self.dtype)
+        return depthwise_conv2d(x.astype(self.dtype), kernel.astype(self.dtype), bias)
+
+
+class GroupedPointwise(nn.Module):
+    """1x1 conv with ``groups`` equal groups of ``C / groups`` channels in and out, as one batched matmul.
+
+    x: (B, H, W, C). The kernel keeps Flax's grouped-conv layout (1, 1, C / groups, C).
+    """
+
+    groups: int
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        size = c // self.groups
+        kernel = self.param("kernel", nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(in_axis=2, out_axis=3), (None, None, None, "embed")),
+            (1, 1, size, c), self.param_dtype)
+        k = kernel[0, 0].reshape(size, self.groups, size).astype(self.dtype)  # (in, group, out)
+        y = jnp.einsum("bhwgi,igo->bhwgo", x.reshape(*x.shape[:-1], self.groups, size).astype(self.dtype), k)
+        return y.reshape(x.shape)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Blocks.
+
+
+class ResBlock(nn.Module):
+    """x + RMSNorm(conv2(act(conv1(x)))), 3x3 convs, conv2 without bias. x: (B, H, W, C)."""
+
+    act_fn: str
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        y = _conv(c, name="conv1", **kw)(x)
+        y = _conv(c, use_bias=False, name="conv2", **kw)(ACTIVATIONS[self.act_fn](y))
+        return x + RMSNorm(1e-5, use_bias=True, param_dtype=self.param_dtype, name="norm")(y)
+
+
+class MultiscaleProjection(nn.Module):
+    """One aggregation scale: depthwise k x k over q|k|v, then a 1x1 mixing inside each group of head_dim."""
+
+    kernel_size: int
+    groups: int
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, qkv):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        y = DepthwiseConv(self.kernel_size, use_bias=False, name="proj_in", **kw)(qkv)
+        return GroupedPointwise(self.groups, name="proj_out", **kw)(y)
+
+
+def relu_linear_attention(q, k, v, eps: float):
+    """Non-causal ReLU linear attention per group. q, k, v: (B, N, G, d) after ReLU -> (B, N, G, d), fp32 sums.
+
+    out_m = sum_n v_n (k_n . q_m) / (sum_n k_n . q_m + eps), computed as (V K^T) Q: the d x d state, not N x N.
+    """
+    hp = jax.lax.Precision.HIGHEST
+    q, k, v = (a.astype(jnp.float32) for a in (q, k, v))
+    kv = jnp.einsum("bngk,bngv->bgkv", k, v, precision=hp)
+    num = jnp.einsum("bngk,bgkv->bngv", q, kv, precision=hp)
+    den = jnp.einsum("bngk,bgk->bng", q, jnp.sum(k, axis=1), precision=hp)
+    return num / (den[..., None] + eps)
+
+
+def relu_quadratic_attention(q, k, v, eps: float):
+    """The same attention through the N x N score matrix, normalised over keys in fp32 (for tiny maps)."""
+    hp = jax.lax.Precision.HIGHEST
+    scores = jnp.einsum("bngk,bmgk->bgnm", k, q, precision=hp).astype(jnp.float32)
+    scores = scores / (jnp.sum(scores, axis=2, keepdims=True) + eps)
+    return jnp.einsum("bngv,bgnm->bmgv", v, scores.astype(v.dtype), precision=hp)
+
+
+class MultiscaleLinearAttention(nn.Module):
+    """EfficientViT's multi-scale ReLU linear attention with residual. x: (B, H, W, C).
+
+    q|k|v and each scale's aggregate are concatenated on channels and cut into consecutive groups of 3*head_dim,
+    each group split into its own (q, k, v): this grouping (not "heads" of to_q/to_k/to_v) is diffusers' layout.
+    Maps with H*W <= head_dim use the quadratic form, as diffusers does; the two are the same function.
+    """
+
+    heads: int
+    head_dim: int
+    kernel_sizes: tuple[int, ...]
+    dtype: Any
+    param_dtype: Any
+    eps: float = 1e-15
+
+    @nn.compact
+    def __call__(self, x):
+        b, h, w, c = x.shape
+        inner = self.heads * self.head_dim
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        qkv = jnp.concatenate([_dense(inner, ("embed", "heads"), use_bias=False, name=f"to_{n}", **kw)(x)
+                               for n in "qkv"], axis=-1)
+        scales = [qkv] + [MultiscaleProjection(ks, 3 * self.heads, name=f"to_qkv_multiscale_{i}", **kw)(qkv)
+                          for i, ks in enumerate(self.kernel_sizes)]
+        groups = jnp.concatenate(scales, axis=-1).reshape(b, h * w, -1, 3 * self.head_dim)
+        q, k, v = jnp.split(groups, 3, axis=-1)
+        q, k = nn.relu(q), nn.relu(k)
+        if h * w > self.head_dim:
+            out = relu_linear_attention(q, k, v, self.eps)
+        else:
+            out = relu_quadratic_attention(q, k, v, self.eps)
+        out = out.astype(self.dtype).reshape(b, h, w, -1)
+        out = _dense(c, ("heads", "embed"), use_bias=False, name="to_out", **kw)(out)
+        return x + RMSNorm(1e-5, use_bias=True, param_dtype=self.param_dtype, name="norm_out")(out)
+
+
+class GLUMBConv(nn.Module):
+    """x + RMSNorm(point(value * silu(gate))), (value, gate) = depthwise3x3(silu(inverted(x))). x: (B, H, W, C)."""
+
+    expand_ratio: float
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        hidden = int(self.expand_ratio * c)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        y = nn.silu(_dense(2 * hidden, ("embed", "mlp"), name="conv_inverted", **kw)(x))
+        y = DepthwiseConv(3, use_bias=True, name="conv_depth", **kw)(y)
+        value, gate = jnp.split(y, 2, axis=-1)
+        y = _dense(c, ("mlp", "embed"), use_bias=False, name="conv_point", **kw)(value * nn.silu(gate))
+        return x + RMSNorm(1e-5, use_bias=True, param_dtype=self.param_dtype, name="norm")(y)
+
+
+class EfficientViTBlock(nn.Module):
+    """Multi-scale linear attention (context), then GLUMBConv (local), each with its residual."""
+
+    head_dim: int
+    kernel_sizes: tuple[int, ...]
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = MultiscaleLinearAttention(x.shape[-1] // self.head_dim, self.head_dim, self.kernel_sizes, name="attn",
+                                      **kw)(x)
+        return GLUMBConv(4.0, name="conv_out", **kw)(x)
+
+
+class DownBlock(nn.Module):
+    """2x down: strided conv, or conv to out/4 + pixel-unshuffle; shortcut = pixel-unshuffle + group mean."""
+
+    out_channels: int
+    pixel_unshuffle: bool
+    shortcut: bool
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        if self.pixel_unshuffle:
+            y = pixel_unshuffle(_conv(self.out_channels // 4, name="conv", **kw)(x))
+        else:
+            y = _conv(self.out_channels, stride=2, name="conv", **kw)(x)
+        if not self.shortcut:
+            return y
+        s = pixel_unshuffle(x)
+        return y + s.reshape(*s.shape[:-1], self.out_channels, -1).mean(axis=-1)
+
+
+class UpBlock(nn.Module):
+    """2x up: nearest interpolation + conv, or conv to 4*out + pixel-shuffle; shortcut = channel repeat + shuffle."""
+
+    out_channels: int
+    interpolate: bool
+    shortcut: bool
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        if self.interpolate:
+            y = _conv(self.out_channels, name="conv", **kw)(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+        else:
+            y = pixel_shuffle(_conv(4 * self.out_channels, name="conv", **kw)(x))
+        if not self.shortcut:
+            return y
+        return y + pixel_shuffle(jnp.repeat(x, 4 * self.out_channels // x.shape[-1], axis=-1))
+
+
+def _block(kind, *, head_dim, kernel_sizes, act_fn, name, **kw):
+    if kind == "ResBlock":
+        return ResBlock(act_fn, name=name, **kw)
+    return EfficientViTBlock(head_dim, tuple(kernel_sizes), name=name, **kw)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Encoder, decoder, autoencoder.
+
+
+class DCEncoder(nn.Module):
+    """images (B, H, W, in_channels) -> raw latents (B, H/f, W/f, latent_channels)."""
+
+    config: AutoencoderDCConfig
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        widths, layers = cfg.encoder_block_out_channels, cfg.encoder_layers_per_block
+        pixel = cfg.downsample_block_type == "pixel_unshuffle"
+        if layers[0] > 0:
+            x = _conv(widths[0], name="conv_in", **kw)(x)
+        else:  # the first stage is only a downsampling into the second's width
+            x = DownBlock(widths[1], pixel, shortcut=False, name="conv_in", **kw)(x)
+        for i, (kind, count) in enumerate(zip(cfg.encoder_block_type_list, layers)):
+            for j in range(count):
+                x = _block(kind, head_dim=cfg.attention_head_dim, kernel_sizes=cfg.encoder_qkv_multiscales[i],
+                           act_fn="silu", name=f"down_blocks_{i}_{j}", **kw)(x)
+            if i < len(widths) - 1 and count > 0:
+                x = DownBlock(widths[i + 1], pixel, shortcut=True, name=f"down_blocks_{i}_{count}", **kw)(x)
+        y = _conv(cfg.latent_channels, name="conv_out", **kw)(x)
+        if cfg.encoder_out_shortcut:
+            y = y + x.reshape(*x.shape[:-1], cfg.latent_channels, -1).mean(axis=-1)
+        return y
+
+
+class DCDecoder(nn.Module):
+    """raw latents (B, h, w, latent_channels) -> images (B, h*f, w*f, in_channels)."""
+
+    config: AutoencoderDCConfig
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, z):
+        cfg = self.config
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        widths, layers = cfg.decoder_block_out_channels, cfg.decoder_layers_per_block
+        interpolate = cfg.upsample_block_type == "interpolate"
+        x = _conv(widths[-1], name="conv_in", **kw)(z)
+        if cfg.decoder_in_shortcut:
+            x = x + jnp.repeat(z, widths[-1] // cfg.latent_channels, axis=-1)
+        for i in reversed(range(len(widths))):
+            j = 0
+            if i < len(widths) - 1 and layers[i] > 0:
+                x = UpBlock(widths[i], interpolate, shortcut=True, name=f"up_blocks_{i}_0", **kw)(x)
+                j = 1
+            for _ in range(layers[i]):
+                x = _block(cfg.decoder_block_type_list[i], head_dim=cfg.attention_head_dim,
+                           kernel_sizes=cfg.decoder_qkv_multiscales[i], act_fn=cfg.decoder_act_fn_list[i],
+                           name=f"up_blocks_{i}_{j}", **kw)(x)
+                j += 1
+        x = RMSNorm(1e-5, use_bias=True, param_dtype=self.param_dtype, name="norm_out")(x)
+        x = ACTIVATIONS[cfg.decoder_conv_act_fn](x)
+        if layers[0] > 0:
+            return _conv(cfg.in_channels, name="conv_out", **kw)(x)
+        return UpBlock(cfg.in_channels, interpolate, shortcut=False, name="conv_out", **kw)(x)
+
+
+class DCAutoencoder(nn.Module):
+    """The DC-AE. ``encode``: images in [-1, 1] -> latents * scaling_factor; ``decode`` undoes both.
+
+    Images (B, H, W, C) or video (B, F, H, W, C), channels-last; H and W multiples of the spatial compression
+    ratio f. ``__call__`` = decode(encode(x)), so ``init`` creates every param.
+    """
+
+    config: AutoencoderDCConfig
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        check_config(self.config)
+        self.encoder = DCEncoder(self.config, dtype=self.dtype, param_dtype=self.param_dtype)
+        self.decoder = DCDecoder(self.config, dtype=self.dtype, param_dtype=self.param_dtype)
+
+    def encode(self, images: jnp.ndarray) -> jnp.ndarray:
+        """images (B, H, W, C) or (B, F, H, W, C) -> normalised latents (B, [F,] H/f, W/f, latent_channels)."""
+        cfg = self.config
+        frames = self._check(images, "images", cfg.in_channels)
+        f = cfg.spatial_compression_ratio
+        h, w = images.shape[-3:-1]
+        if h % f or w % f:
+            raise ValueError(f"images: height and width must be multiples of {f} (the spatial compression ratio); "
+                             f"got {h} x {w}")
+        x = images.reshape(-1, *images.shape[-3:]).astype(self.dtype)
+        z = self.encoder(x) * jnp.asarray(cfg.scaling_factor, self.dtype)
+        return z.reshape(*frames, *z.shape[1:])
+
+    def decode(self, latents: jnp.ndarray) -> jnp.ndarray:
+        """normalised latents (B, [F,] h, w, latent_channels) -> images (B, [F,] h*f, w*f, C), about [-1, 1]."""
+        cfg = self.config
+        frames = self._check(latents, "latents", cfg.latent_channels)
+        z = latents.reshape(-1, *latents.shape[-3:]).astype(self.dtype) / jnp.asarray(cfg.scaling_factor, self.dtype)
+        x = self.decoder(z)
+        return x.reshape(*frames, *x.shape[1:])
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return self.decode(self.encode(x))
+
+    @staticmethod
+    def _check(x, name: str, channels: int) -> tuple[int, ...]:
+        """The leading (B,) or (B, F) axes of a channels-last image or video array."""
+        if x.ndim not in (4, 5) or x.shape[-1] != channels:
+            raise ValueError(f"{name} must be channels-last (B, H, W, {channels}) images or (B, F, H, W, {channels}) "
+                             f"video; got shape {tuple(x.shape)}")
+        if 0 in x.shape:
+            raise ValueError(f"{name} has an empty axis: shape {tuple(x.shape)}")
+        return tuple(x.shape[:-3])
