@@ -27,15 +27,15 @@ class WeightFileError(ValueError):
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    with _atomic_file(path) as tmp:
+    with atomic_file(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
 
 @contextlib.contextmanager
-def _atomic_file(path: str | os.PathLike) -> Iterator[str]:
+def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
     os.close(fd)
     try:
         yield tmp
@@ -122,7 +122,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
         arrays.append(a)
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    with _atomic_file(path) as tmp:
+    with atomic_file(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(struct.pack("<Q", len(blob)))
             f.write(blob)

@@ -19,12 +19,14 @@ import numpy as np
 
 from sana_jax import _io
 from sana_jax.config import (AutoencoderDCConfig, AutoencoderKLWanConfig, ComponentConfig, ConfigError,
-                             SanaVideoTransformerConfig, read_json)
+                             Gemma2Config, SanaVideoTransformerConfig, read_json)
 from sana_jax.models.dc_ae import DCAutoencoder
 from sana_jax.models.dc_ae import check_config as check_dc_ae_config
+from sana_jax.models.gemma2 import Gemma2Model
 from sana_jax.models.transformer import SanaVideoTransformer
 from sana_jax.models.wan_vae import AutoencoderKLWan, check_supported
 from sana_jax.weights import dc_ae as dc_ae_weights
+from sana_jax.weights import gemma2 as gemma2_weights
 from sana_jax.weights import rulebook
 from sana_jax.weights import transformer as transformer_weights
 from sana_jax.weights import wan_vae as wan_vae_weights
@@ -46,6 +48,7 @@ class ComponentSpec:
     layer_prefix: str | None = None            # per-layer key prefix stacked under nn.scan
     from_original: Callable | None = None      # original-layout state dict -> diffusers keys
     methods: tuple[str, ...] = ()              # module methods exposed on the Component (e.g. encode, decode)
+    canonical_state: Callable | None = None    # folder state dict -> the keys the rulebook reads (strip a prefix)
 
 
 def _transformer_inputs(cfg: SanaVideoTransformerConfig):
@@ -65,7 +68,8 @@ def _build_transformer(cfg, *, dtype="float32", param_dtype="float32", scan_laye
 
 
 def _wan_vae_inputs(cfg: AutoencoderKLWanConfig):
-    return (jnp.zeros((1, 1, cfg.spatial_factor, cfg.spatial_factor, cfg.in_channels), jnp.float32),)
+    size = cfg.spatial_compression_ratio
+    return (jnp.zeros((1, 1, size, size, cfg.in_channels), jnp.float32),)
 
 
 def _build_wan_vae(cfg, *, dtype="float32", param_dtype="float32"):
@@ -83,6 +87,14 @@ def _build_dc_ae(cfg: AutoencoderDCConfig, *, dtype="float32", param_dtype="floa
     return DCAutoencoder(cfg, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype))
 
 
+def _gemma2_inputs(cfg: Gemma2Config):
+    return (jnp.zeros((1, 1), jnp.int32), None)
+
+
+def _build_gemma2(cfg: Gemma2Config, *, dtype="float32", param_dtype="float32", scan_layers=False):
+    return Gemma2Model(cfg, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype), scan_layers=scan_layers)
+
+
 REGISTRY: dict[str, ComponentSpec] = {
     "SanaVideoTransformer3DModel": ComponentSpec(
         SanaVideoTransformerConfig, _build_transformer, _transformer_inputs, transformer_weights.diffusers_rules,
@@ -93,7 +105,13 @@ REGISTRY: dict[str, ComponentSpec] = {
     "AutoencoderDC": ComponentSpec(
         AutoencoderDCConfig, _build_dc_ae, _dc_ae_inputs, dc_ae_weights.diffusers_rules, "diffusion_pytorch_model",
         methods=("encode", "decode")),
+    "Gemma2Model": ComponentSpec(
+        Gemma2Config, _build_gemma2, _gemma2_inputs, gemma2_weights.transformers_rules, "model",
+        gemma2_weights.LAYERS, canonical_state=gemma2_weights.from_causal_lm),
 }
+# transformers' config.json has no `_class_name`; its `model_type` names the class (`architectures` may name a
+# wrapper such as Gemma2ForCausalLM, whose decoder is what is loaded).
+TRANSFORMERS_MODEL_TYPES = {"gemma2": "Gemma2Model"}
 
 
 class Component:
@@ -124,6 +142,16 @@ class Component:
         return f"{self.class_name}({n:,} params, dtype={self.module.dtype})"
 
 
+def _class_name_of(data: dict, where: str) -> str:
+    """config.json `_class_name` (diffusers, this project), else the class of a transformers `model_type`."""
+    if "_class_name" in data or "model_type" not in data:
+        return data.get("_class_name", "")
+    if data["model_type"] not in TRANSFORMERS_MODEL_TYPES:
+        raise ConfigError(f"{where}: model_type {data['model_type']!r} is not supported; expected one of "
+                          f"{sorted(TRANSFORMERS_MODEL_TYPES)}")
+    return TRANSFORMERS_MODEL_TYPES[data["model_type"]]
+
+
 def _spec(class_name: str, where: str) -> ComponentSpec:
     if class_name not in REGISTRY:
         raise ConfigError(f"{where}: _class_name {class_name!r} is not supported; expected one of {sorted(REGISTRY)}")
@@ -149,8 +177,8 @@ def load_component(path: str | os.PathLike, *, config: ComponentConfig | str | o
             raise ConfigError(f"{path}: an original checkpoint file needs config= (a config or a config.json path)")
         if not isinstance(config, ComponentConfig):
             data = read_json(config)
-            config = _spec(data.get("_class_name", ""), os.fspath(config)).config_cls.from_dict(data,
-                                                                                             source=str(config))
+            where = os.fspath(config)
+            config = _spec(_class_name_of(data, where), where).config_cls.from_dict(data, source=where)
         spec = REGISTRY[config.class_name]
         if spec.from_original is None:
             raise ConfigError(f"{path}: no original checkpoint layout is known for {config.class_name}")
@@ -163,13 +191,16 @@ def load_component(path: str | os.PathLike, *, config: ComponentConfig | str | o
         raise ConfigError(f"{path}: config= is only for original checkpoint files; a folder has its config.json")
     config_path = os.path.join(path, "config.json")
     data = read_json(config_path)
-    spec = _spec(data.get("_class_name", ""), config_path)
+    spec = _spec(_class_name_of(data, config_path), config_path)
     config = spec.config_cls.from_dict(data, source=config_path)
     if os.path.isfile(os.path.join(path, JAX_WEIGHTS)):
         flat = dict(_io.read_safetensors(os.path.join(path, JAX_WEIGHTS)))
         source = os.path.join(path, JAX_WEIGHTS)
     else:
-        flat = rulebook.torch_to_flax(read_state_dict(path, spec.weights_name), spec.rules(config), source=path)
+        state = read_state_dict(path, spec.weights_name)
+        if spec.canonical_state is not None:
+            state = spec.canonical_state(state, source=path)
+        flat = rulebook.torch_to_flax(state, spec.rules(config), source=path)
         source = path
     return _assemble(spec, config, flat, source=source, options=options)
 

@@ -203,7 +203,7 @@ class AutoencoderKLWan(nn.Module):
             return head
         n = (t - 1) // chunk_size
         runs = latents[:, 1:].reshape((b, n, chunk_size) + latents.shape[2:]).swapaxes(0, 1)
-        per_run = self.config.temporal_factor * chunk_size  # video frames per run after the first frame
+        per_run = self.config.temporal_compression_ratio * chunk_size  # video frames per run after the first frame
         # The output video rides in the carry and each run is written into it in place, so nothing but the
         # output itself grows with the clip length.
         video = jnp.zeros((b, 1 + n * per_run) + head.shape[2:], head.dtype)
@@ -226,7 +226,7 @@ class AutoencoderKLWan(nn.Module):
             raise ValueError(f"video: expected shape (B, F, H, W, {cfg.in_channels}) channels-last, got "
                              f"{tuple(video.shape)}")
         _, f, h, w, _ = video.shape
-        tf, sf = cfg.temporal_factor, cfg.spatial_factor
+        tf, sf = cfg.temporal_compression_ratio, cfg.spatial_compression_ratio
         if (f - 1) % tf:
             raise ValueError(f"video: frames = {f}; expected {tf}k + 1 frames (1, {1 + tf}, {1 + 2 * tf}, ...)")
         for name, size in (("height", h), ("width", w)):
@@ -272,7 +272,7 @@ def decode_tiled(model, latents, *, tile_sample_min: tuple[int, int] = (256, 256
     Each distinct tile shape compiles once (at most four: inner, right, bottom, corner).
     """
     module = model.module
-    sf = module.config.spatial_factor
+    sf = module.config.spatial_compression_ratio
     (min_h, min_w), (stride_h, stride_w) = tile_sample_min, tile_sample_stride
     for name, value in (("tile_sample_min", min_h), ("tile_sample_min", min_w), ("tile_sample_stride", stride_h),
                         ("tile_sample_stride", stride_w)):

@@ -1,0 +1,226 @@
+"""``SanaVideoPipeline``: prompt -> Gemma2 -> one compiled denoising loop of the Linear DiT -> VAE decode -> frames.
+
+The denoising loop (all steps, classifier-free guidance as one batched call, image-to-video frame-0 pinning) is a
+single ``jax.jit`` program whose arguments are the params, latents, embeddings and schedule tables, so a second
+call with another prompt, seed or guidance scale reuses the compiled program.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sana_jax.components import Component, load_component
+from sana_jax.config import ConfigError, read_json
+from sana_jax.pipeline import prompts as prompt_lib
+from sana_jax.pipeline.video_io import load_image, to_uint8
+from sana_jax.schedulers import load_scheduler
+
+COMPONENTS = ("tokenizer", "text_encoder", "transformer", "vae", "scheduler")
+OUTPUT_TYPES = ("np", "latent")
+
+
+class SanaVideoPipeline:
+    """Text-to-video and image-to-video sampling. Build with ``from_pretrained(folder)``."""
+
+    def __init__(self, tokenizer, text_encoder: Component, transformer: Component, vae: Component, scheduler):
+        self.tokenizer = tokenizer
+        self.text_encoder = text_encoder
+        self.transformer = transformer
+        self.vae = vae
+        self.scheduler = scheduler
+        vae_cfg = vae.config
+        self.vae_scale_spatial = vae_cfg.spatial_compression_ratio
+        self.vae_scale_temporal = vae_cfg.temporal_compression_ratio
+        self.timings: dict[str, float] = {}
+        self._progress = _StepProgress()
+        self._denoise = jax.jit(functools.partial(_denoise, transformer.module, self._progress),
+                                static_argnames=("schedule", "image_to_video", "cfg", "progress"))
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", **transformer_options):
+        """A diffusers pipeline folder, or one written by ``python -m convert to-jax`` (same layout).
+
+        ``dtype``: compute dtype of the text encoder, transformer and VAE ("float32" or "bfloat16").
+        """
+        from transformers import AutoTokenizer
+
+        path = os.fspath(path)
+        index_path = os.path.join(path, "model_index.json")
+        if not os.path.isfile(index_path):
+            raise FileNotFoundError(f"{path}: not a pipeline folder (no model_index.json)")
+        index = read_json(index_path)
+        for name in COMPONENTS:
+            if name not in index or not os.path.isdir(os.path.join(path, name)):
+                raise ConfigError(f"{path}: component {name!r} is missing (model_index.json lists "
+                                  f"{sorted(k for k in index if not k.startswith('_'))})")
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype={dtype!r}; expected 'float32' or 'bfloat16'")
+        tokenizer = AutoTokenizer.from_pretrained(os.path.join(path, "tokenizer"))
+        text_encoder = load_component(os.path.join(path, "text_encoder"), dtype=dtype)
+        transformer = load_component(os.path.join(path, "transformer"), dtype=dtype, **transformer_options)
+        vae = load_component(os.path.join(path, "vae"), dtype=dtype)
+        scheduler = load_scheduler(os.path.join(path, "scheduler"))
+        return cls(tokenizer, text_encoder, transformer, vae, scheduler)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def encode_prompt(self, prompts, negative: bool = False, *, instruction=prompt_lib.COMPLEX_HUMAN_INSTRUCTION,
+                      max_sequence_length: int = 300):
+        """Prompts -> (embeds (B, L, D) float32, mask (B, L) int32), L = max_sequence_length.
+
+        ``negative=True`` encodes without the instruction, as the pipeline does for negative prompts.
+        """
+        ids, mask, keep = prompt_lib.tokenize(self.tokenizer, prompts, instruction=None if negative else instruction,
+                                              max_sequence_length=max_sequence_length)
+        hidden = self.text_encoder(jnp.asarray(ids), jnp.asarray(mask))
+        return hidden[:, keep].astype(jnp.float32), jnp.asarray(mask[:, keep])
+
+    def latent_shape(self, batch: int, height: int, width: int, frames: int) -> tuple[int, ...]:
+        """(B, F', H', W', C) for a video of ``frames`` x ``height`` x ``width``; checks divisibility."""
+        s, t = self.vae_scale_spatial, self.vae_scale_temporal
+        ph, pw = self.transformer.config.patch[1:]
+        if height % (s * ph) or width % (s * pw) or height <= 0 or width <= 0:
+            raise ValueError(f"height={height}, width={width}: both must be positive multiples of {s * ph} "
+                             f"(the VAE's spatial factor {s} x patch size {ph})")
+        if frames < 1 or (frames - 1) % t:
+            raise ValueError(f"frames={frames}: must be {t}k+1 for this VAE (e.g. {t * 20 + 1})")
+        return (batch, (frames - 1) // t + 1, height // s, width // s, self.transformer.config.in_channels)
+
+    def __call__(self, prompt, negative_prompt: str = "", height: int = 480, width: int = 832, frames: int = 81,
+                 num_inference_steps: int = 50, guidance_scale: float = 6.0, seed: int = 0, image=None,
+                 latents=None, output_type: str = "np", num_videos_per_prompt: int = 1,
+                 motion_score: int | None = None, instruction=prompt_lib.COMPLEX_HUMAN_INSTRUCTION,
+                 max_sequence_length: int = 300, progress: bool = False):
+        """Samples videos. Returns uint8 (B, F, H, W, 3) for ``output_type="np"``, float32 latents for "latent".
+
+        ``latents``: optional initial noise, channels-last (B, F', H', W', C) with B = prompts x
+        num_videos_per_prompt. ``image``: PIL image / uint8 array / path -> image-to-video (it becomes latent frame
+        0, which gets timestep 0 and is never updated). ``seed`` draws the noise when ``latents`` is None.
+        """
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type={output_type!r}; expected one of {OUTPUT_TYPES}")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps={num_inference_steps}; expected >= 1")
+        if num_videos_per_prompt < 1:
+            raise ValueError(f"num_videos_per_prompt={num_videos_per_prompt}; expected >= 1")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [prompt_lib.with_motion_score(p, motion_score) for p in prompts]
+        batch = len(prompts) * num_videos_per_prompt
+        shape = self.latent_shape(batch, height, width, frames)
+        timings = {}
+
+        start = time.perf_counter()
+        embeds, mask = self.encode_prompt(prompts, instruction=instruction, max_sequence_length=max_sequence_length)
+        embeds, mask = (jnp.repeat(a, num_videos_per_prompt, axis=0) for a in (embeds, mask))
+        cfg = guidance_scale > 1.0
+        if cfg:
+            negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
+            if len(negatives) != len(prompts):
+                raise ValueError(f"negative_prompt: {len(negatives)} given for {len(prompts)} prompts")
+            neg, neg_mask = self.encode_prompt(negatives, negative=True, max_sequence_length=max_sequence_length)
+            neg, neg_mask = (jnp.repeat(a, num_videos_per_prompt, axis=0) for a in (neg, neg_mask))
+            embeds = jnp.concatenate([neg, embeds])
+            mask = jnp.concatenate([neg_mask, mask])
+        timings["text encoder"] = _block(embeds, start)
+
+        if latents is None:
+            latents = jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+        else:
+            latents = jnp.asarray(latents, jnp.float32)
+            if latents.shape != shape:
+                raise ValueError(f"latents: expected shape {shape} (B, F', H', W', C) channels-last; "
+                                 f"got {latents.shape}")
+        if image is not None:
+            start = time.perf_counter()
+            pixels = jnp.asarray(load_image(image, height, width))[None, None]
+            image_latents = self.vae.encode(pixels.astype(self.vae.module.dtype)).astype(jnp.float32)
+            latents = latents.at[:, :1].set(jnp.broadcast_to(image_latents, (batch,) + image_latents.shape[1:]))
+            timings["image encode"] = _block(latents, start)
+
+        start = time.perf_counter()
+        self._progress.start(num_inference_steps if progress else 0)
+        latents = self._denoise(self.transformer.params, latents, embeds, mask, jnp.float32(guidance_scale),
+                                schedule=self.scheduler.schedule(num_inference_steps),
+                                image_to_video=image is not None, cfg=cfg, progress=progress)
+        timings["denoise"] = _block(latents, start)
+        self._progress.close()
+        if output_type == "latent":
+            self.timings = timings
+            return latents
+        start = time.perf_counter()
+        video = self.vae.decode(latents.astype(self.vae.module.dtype))
+        frames_u8 = to_uint8(jax.device_get(video))
+        timings["vae decode"] = time.perf_counter() - start
+        self.timings = timings
+        return frames_u8
+
+
+def _block(x, start):
+    jax.block_until_ready(x)
+    return time.perf_counter() - start
+
+
+def _denoise(module, step_hook, params, latents, embeds, mask, guidance_scale, *, schedule,
+             image_to_video: bool, cfg: bool, progress: bool):
+    """All denoising steps in one program. latents (B, F', H', W', C) fp32; embeds (B or 2B, L, D).
+
+    ``schedule`` (static, hashable by config and step count) holds the timestep/sigma tables and the update rule.
+    """
+    n = schedule.num_inference_steps
+    batch = latents.shape[0]
+    dtype = module.dtype
+    pinned = latents[:, :1]
+    moving = latents[:, 1:] if image_to_video else latents
+    state = schedule.init_state(moving)
+
+    def body(i, carry):
+        moving, state = carry
+        x = jnp.concatenate([pinned, moving], axis=1) if image_to_video else moving
+        t = schedule.model_timestep(i)
+        if image_to_video:  # frame 0 is clean: timestep 0 there, t on every other latent frame
+            tt = jnp.broadcast_to(jnp.where(jnp.arange(x.shape[1]) == 0, 0.0, t), (batch, x.shape[1]))
+        else:
+            tt = jnp.broadcast_to(t, (batch,))
+        if cfg:
+            x, tt = jnp.concatenate([x, x]), jnp.concatenate([tt, tt])
+        v = module.apply({"params": params}, x.astype(dtype), tt, embeds, mask).astype(jnp.float32)
+        if cfg:
+            uncond, cond = jnp.split(v, 2)
+            v = uncond + guidance_scale * (cond - uncond)
+        if image_to_video:
+            v = v[:, 1:]
+        moving, state = schedule.step(state, v, i, moving)
+        if progress:
+            jax.debug.callback(step_hook.update, i)
+        return moving, state
+
+    moving, _ = jax.lax.fori_loop(0, n, body, (moving, state))
+    return jnp.concatenate([pinned, moving], axis=1) if image_to_video else moving
+
+
+class _StepProgress:
+    """A tqdm bar over denoising steps, advanced by a host callback from inside the compiled loop. The compiled
+    program holds this object, so each call opens a fresh bar here rather than in the trace."""
+
+    def __init__(self):
+        self.bar = None
+
+    def start(self, total: int):
+        if total:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="denoising", unit="step")
+
+    def update(self, i):
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

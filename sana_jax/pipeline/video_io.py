@@ -1,0 +1,58 @@
+"""Frames in and out: [-1, 1] floats <-> uint8, images for image-to-video, mp4 written atomically."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from sana_jax import _io
+
+
+def to_uint8(video) -> np.ndarray:
+    """[-1, 1] floats (..., 3) -> uint8, as diffusers' postprocess then PIL conversion: round(255·clip(x/2+1/2))."""
+    x = np.clip(np.asarray(video, np.float32) / 2 + 0.5, 0.0, 1.0)
+    return np.round(x * 255).astype(np.uint8)
+
+
+def load_image(image, height: int, width: int) -> np.ndarray:
+    """A PIL image, uint8 array (H, W, 3) or path -> float32 (height, width, 3) in [-1, 1].
+
+    Resized with PIL's Lanczos filter when the size differs (diffusers' VideoProcessor default).
+    """
+    from PIL import Image
+
+    if isinstance(image, (str, os.PathLike)):
+        if not os.path.isfile(image):
+            raise FileNotFoundError(f"image: {image} does not exist")
+        image = Image.open(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (3, 4):
+            raise ValueError(f"image: expected a uint8 array (H, W, 3); got {image.dtype} {image.shape}")
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"image: expected a PIL image, a uint8 array or a path; got {type(image).__name__}")
+    image = image.convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), resample=Image.LANCZOS)
+    return np.asarray(image, np.float32) / 127.5 - 1.0
+
+
+def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int = 16) -> None:
+    """uint8 frames (F, H, W, 3) -> H.264 mp4 via imageio-ffmpeg; written to a temp file, then renamed."""
+    import imageio.v2 as imageio
+
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames: expected uint8 (F, H, W, 3); got {frames.dtype} {frames.shape}")
+    with _io.atomic_file(path, suffix=".mp4") as tmp, warnings.catch_warnings():
+        # ffmpeg runs as a subprocess (fork + exec at once); JAX's generic fork warning does not apply.
+        warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+        writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                    pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error")
+        try:
+            for frame in frames:
+                writer.append_data(frame)
+        finally:
+            writer.close()
