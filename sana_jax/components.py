@@ -48,6 +48,7 @@ class ComponentSpec:
     layer_prefix: str | None = None            # per-layer key prefix stacked under nn.scan
     from_original: Callable | None = None      # original-layout state dict -> diffusers keys
     methods: tuple[str, ...] = ()              # module methods exposed on the Component (e.g. encode, decode)
+    static_argnames: tuple[str, ...] = ()      # call keywords that are compile-time constants (shapes, layouts)
     canonical_state: Callable | None = None    # folder state dict -> the keys the rulebook reads (strip a prefix)
 
 
@@ -98,7 +99,8 @@ def _build_gemma2(cfg: Gemma2Config, *, dtype="float32", param_dtype="float32", 
 REGISTRY: dict[str, ComponentSpec] = {
     "SanaVideoTransformer3DModel": ComponentSpec(
         SanaVideoTransformerConfig, _build_transformer, _transformer_inputs, transformer_weights.diffusers_rules,
-        "diffusion_pytorch_model", transformer_weights.BLOCKS, transformer_weights.original_to_diffusers),
+        "diffusion_pytorch_model", transformer_weights.BLOCKS, transformer_weights.original_to_diffusers,
+        static_argnames=("block_sizes",)),
     "AutoencoderKLWan": ComponentSpec(
         AutoencoderKLWanConfig, _build_wan_vae, _wan_vae_inputs, wan_vae_weights.diffusers_rules,
         "diffusion_pytorch_model", methods=("encode", "decode")),
@@ -121,12 +123,15 @@ class Component:
     """
 
     def __init__(self, class_name: str, config: ComponentConfig, module: nn.Module, params: dict,
-                 methods: tuple[str, ...] = ()):
+                 methods: tuple[str, ...] = (), static_argnames: tuple[str, ...] = ()):
         self.class_name = class_name
         self.config = config
         self.module = module
         self.params = params
-        self._apply = jax.jit(module.apply)
+        def apply(variables, *args, **kwargs):
+            return module.apply(variables, *args, **kwargs)
+
+        self._apply = jax.jit(apply, static_argnames=static_argnames)
         for name in methods:
             setattr(self, name, self._bind(name))
 
@@ -214,7 +219,8 @@ def _assemble(spec: ComponentSpec, config, flat: dict, *, source: str, options: 
         flat = rulebook.stack_layers(flat, spec.layer_prefix, config.num_layers)
     cast = options.get("param_dtype")
     params = {k: jnp.asarray(v, dtype=cast) for k, v in flat.items()}
-    return Component(config.class_name, config, module, rulebook.unflatten(params), spec.methods)
+    return Component(config.class_name, config, module, rulebook.unflatten(params), spec.methods,
+                     spec.static_argnames)
 
 
 def save_component(model: Component, path: str | os.PathLike, format: str = "diffusers", *,

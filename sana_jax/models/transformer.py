@@ -11,6 +11,7 @@ modulation is (B, F', 1, 1, 6D), never a per-token (B, N, 6D).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -76,7 +77,10 @@ class LinearSelfAttention(nn.Module):
     param_dtype: Any
 
     @nn.compact
-    def __call__(self, x, rope):
+    def __call__(self, x, rope, block_sizes=None, state=None):
+        """x: (B, F, H, W, D). Bidirectional by default; ``block_sizes`` (frames per block, static): block-causal
+        over the whole sequence; ``state`` (S, z): one block continuing after the blocks summed into ``state``.
+        Returns (out, state after this input) — the state is None unless ``state`` was given."""
         shape = x.shape
         inner = self.heads * self.head_dim
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -88,10 +92,36 @@ class LinearSelfAttention(nn.Module):
             q = RMSNorm(1e-5, axis_name="heads", param_dtype=self.param_dtype, name="norm_q")(q)
             k = RMSNorm(1e-5, axis_name="heads", param_dtype=self.param_dtype, name="norm_k")(k)
         split = lambda a: a.reshape(a.shape[0], a.shape[1], self.heads, self.head_dim)
-        out = linear_attention(split(q), split(k), split(v), rope, eps=self.eps,
-                               implementation=self.implementation)
+        q, k, v = split(q), split(k), split(v)
+        attend = functools.partial(linear_attention, eps=self.eps, implementation=self.implementation)
+        if state is not None:
+            out, state = attend(q, k, v, rope, initial_state=state, return_state=True)
+        elif block_sizes is None or len(block_sizes) == 1:
+            out = attend(q, k, v, rope)
+        else:
+            out = _block_causal(attend, q, k, v, rope, block_sizes, shape[2] * shape[3])
         out = _dense(shape[-1], ("heads", "embed"), name="to_out", **kw)(out.reshape(*tokens.shape[:2], inner))
-        return out.reshape(shape)
+        return out.reshape(shape), state
+
+
+def _block_causal(attend, q, k, v, rope, block_sizes, tokens_per_frame):
+    """Block-causal attention over blocks of ``block_sizes`` frames: the first block alone (it may be longer),
+    then equal blocks in one scanned call, or block by block when they differ."""
+    bounds = np.concatenate([[0], np.cumsum(block_sizes)]) * tokens_per_frame
+
+    def part(lo, hi):
+        return (q[:, lo:hi], k[:, lo:hi], v[:, lo:hi], None if rope is None else (rope[0][lo:hi], rope[1][lo:hi]))
+
+    out, state = attend(*part(bounds[0], bounds[1]), return_state=True)
+    outs = [out]
+    rest = block_sizes[1:]
+    if len(set(rest)) == 1:
+        outs.append(attend(*part(bounds[1], bounds[-1]), chunk_size=rest[0] * tokens_per_frame, initial_state=state))
+    else:
+        for lo, hi in zip(bounds[1:-1], bounds[2:]):
+            out, state = attend(*part(lo, hi), initial_state=state, return_state=True)
+            outs.append(out)
+    return jnp.concatenate(outs, axis=1)
 
 
 class CrossAttention(nn.Module):
@@ -126,7 +156,9 @@ class CrossAttention(nn.Module):
 class GLUMBTempConv(nn.Module):
     """Per frame: 1x1 -> SiLU -> depthwise 3x3 -> GLU -> 1x1; then y + temporal_conv(y) over frames.
 
-    x: (B, F, H, W, D) -> (B, F, H, W, D).
+    x: (B, F, H, W, D) -> (B, F, H, W, D), and the last frame of y (the next block's left context).
+    Block-causal: ``block_sizes`` zeroes the right neighbour of each block's last frame; ``left`` (B, 1, H, W, D)
+    is the left neighbour of frame 0 (the previous block's last frame; zeros when None).
     """
 
     hidden: int
@@ -134,7 +166,7 @@ class GLUMBTempConv(nn.Module):
     param_dtype: Any
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, block_sizes=None, left=None):
         b, f, h, w, d = x.shape
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         y = _dense(2 * self.hidden, ("embed", "mlp"), name="conv_inverted", **kw)(x)
@@ -151,11 +183,15 @@ class GLUMBTempConv(nn.Module):
         y = _dense(d, ("mlp", "embed"), use_bias=False, name="conv_point", **kw)(y)
         temp = self.param("conv_temp_kernel", nn.with_logical_partitioning(
             nn.initializers.zeros, (None, None, "embed")), (3, d, d), self.param_dtype)
-        return y + temporal_conv(y, temp)
+        return y + temporal_conv(y, temp, left=left, block_sizes=block_sizes), y[:, -1:]
 
 
 class SanaVideoBlock(nn.Module):
-    """One block. x: (B, F, H, W, D); mod: (B, T, 1, 1, 6D) with T in {1, F}; returns (x, None) for nn.scan."""
+    """One block. x: (B, F, H, W, D); mod: (B, T, 1, 1, 6D) with T in {1, F}.
+
+    Returns (x, cache) for nn.scan. ``cache`` (this layer's {"S", "z", "left"}) given: the input is one block after
+    the cached ones, and the returned cache includes it. ``block_sizes``: block-causal over the whole input.
+    """
 
     config: SanaVideoTransformerConfig
     eps: float
@@ -163,8 +199,10 @@ class SanaVideoBlock(nn.Module):
     dtype: Any
     param_dtype: Any
 
+    block_sizes: tuple[int, ...] | None = None
+
     @nn.compact
-    def __call__(self, x, context, bias, mod, rope):
+    def __call__(self, x, context, bias, mod, rope, cache=None):
         cfg = self.config
         d = cfg.inner_dim
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -174,17 +212,21 @@ class SanaVideoBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (mod[..., i, :] for i in range(6))
 
         n = (layer_norm(x, cfg.norm_eps) * (1 + scale_msa) + shift_msa).astype(x.dtype)
-        attn = LinearSelfAttention(cfg.num_attention_heads, cfg.attention_head_dim, cfg.attention_bias,
-                                      cfg.qk_norm is not None, self.eps, self.implementation, name="attn1",
-                                      **kw)(n, rope)
+        attn, state = LinearSelfAttention(cfg.num_attention_heads, cfg.attention_head_dim, cfg.attention_bias,
+                                          cfg.qk_norm is not None, self.eps, self.implementation, name="attn1",
+                                          **kw)(n, rope, self.block_sizes,
+                                                None if cache is None else (cache["S"], cache["z"]))
         x = x + (gate_msa * attn).astype(x.dtype)
         x = x + CrossAttention(cfg.cross_heads, cfg.cross_head_dim, cfg.qk_norm is not None, name="attn2",
                                **kw)(x, context, bias)
         n = (layer_norm(x, cfg.norm_eps) * (1 + scale_mlp) + shift_mlp).astype(x.dtype)
-        ff = GLUMBTempConv(cfg.ffn_hidden, name="ff", **kw)(n)
+        ff, last = GLUMBTempConv(cfg.ffn_hidden, name="ff", **kw)(n, self.block_sizes,
+                                                                  None if cache is None else cache["left"])
         x = x + (gate_mlp * ff).astype(x.dtype)
         x = nn.with_logical_constraint(x, ("batch", "frames", "height", "width", "embed"))
-        return x, None
+        if cache is None:
+            return x, None
+        return x, {"S": state[0], "z": state[1], "left": last.astype(cache["left"].dtype)}
 
 
 class SanaVideoTransformer(nn.Module):
@@ -208,12 +250,20 @@ class SanaVideoTransformer(nn.Module):
     attention_implementation: str = "auto"
 
     @nn.compact
-    def __call__(self, latents, timestep, encoder_hidden_states, encoder_attention_mask=None, guidance=None):
+    def __call__(self, latents, timestep, encoder_hidden_states, encoder_attention_mask=None, guidance=None, *,
+                 block_sizes=None, cache=None, frame_offset=0):
         """Velocity for ``latents``.
 
         latents: (B, F, H, W, C_in); timestep: scalar, (B,), or per latent frame (B, F // p_t);
         encoder_hidden_states: (B, L, caption_channels); encoder_attention_mask: (B, L) of 1 = keep, 0 = pad;
         guidance: (B,), required iff the config has guidance_embeds. Returns (B, F, H, W, C_out) in ``dtype``.
+
+        Block-causal video (attention bidirectional inside a block of latent frames, causal across blocks):
+          block_sizes: static tuple of token frames per block, summing to F' — the whole sequence at once
+            (training; per-block timesteps go in ``timestep`` per frame).
+          cache: the constant-size state of the blocks before this input (``init_cache``); the input is the next
+            block, RoPE time positions start at ``frame_offset``, and the call returns (velocity, cache including
+            this block).
         """
         cfg = self.config
         d = cfg.inner_dim
@@ -257,9 +307,16 @@ class SanaVideoTransformer(nn.Module):
             bias = (1 - encoder_attention_mask.astype(self.dtype)) * -10000.0
 
         # 4. Blocks.
-        rope = VideoRope(cfg.attention_head_dim, cfg.rope_max_seq_len)(grid)
+        if block_sizes is not None:
+            block_sizes = tuple(int(n) for n in block_sizes)
+            if cache is not None:
+                raise ValueError("block_sizes and cache are two forms of block-causal attention; give one")
+            if sum(block_sizes) != ft or min(block_sizes) < 1:
+                raise ValueError(f"block_sizes {block_sizes} must be positive and sum to the {ft} token frames")
+        rope = VideoRope(cfg.attention_head_dim, cfg.rope_max_seq_len)(grid, frame_offset)
         eps = 1e-8 if self.original_numerics else 1e-15
-        block_kw = dict(config=cfg, eps=eps, implementation=self.attention_implementation, **kw)
+        block_kw = dict(config=cfg, eps=eps, implementation=self.attention_implementation, block_sizes=block_sizes,
+                        **kw)
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"remat_policy={self.remat_policy!r}; expected one of {sorted(REMAT_POLICIES)}")
         block_cls = SanaVideoBlock
@@ -268,12 +325,16 @@ class SanaVideoTransformer(nn.Module):
                                  prevent_cse=not self.scan_layers)
         if self.scan_layers:
             blocks = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                             in_axes=(nn.broadcast,) * 4, length=cfg.num_layers,
+                             in_axes=(nn.broadcast,) * 4 + (0,), length=cfg.num_layers,
                              metadata_params={nn.PARTITION_NAME: "layers"})
-            x, _ = blocks(name="transformer_blocks", **block_kw)(x, c, bias, mod, rope)
+            x, new_cache = blocks(name="transformer_blocks", **block_kw)(x, c, bias, mod, rope, cache)
         else:
+            layer_caches = []
             for i in range(cfg.num_layers):
-                x, _ = block_cls(name=f"transformer_blocks_{i}", **block_kw)(x, c, bias, mod, rope)
+                layer = None if cache is None else jax.tree_util.tree_map(lambda a: a[i], cache)
+                x, layer = block_cls(name=f"transformer_blocks_{i}", **block_kw)(x, c, bias, mod, rope, layer)
+                layer_caches.append(layer)
+            new_cache = None if cache is None else jax.tree_util.tree_map(lambda *a: jnp.stack(a), *layer_caches)
 
         # 5. Modulated final norm (shift, scale from the raw embedding), projection, unpatchify.
         table = self.param("scale_shift_table", nn.with_logical_partitioning(
@@ -282,7 +343,8 @@ class SanaVideoTransformer(nn.Module):
         x = layer_norm(x, 1e-6) * (1 + final[..., 1, :]) + final[..., 0, :]
         x = _dense(pt * ph * pw * cfg.output_channels, ("embed", None), name="proj_out", **kw)(x.astype(self.dtype))
         x = x.reshape(b, ft, ht, wt, pt, ph, pw, cfg.output_channels)
-        return x.transpose(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, ft * pt, ht * ph, wt * pw, cfg.output_channels)
+        x = x.transpose(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, ft * pt, ht * ph, wt * pw, cfg.output_channels)
+        return x if cache is None else (x, new_cache)
 
     def _check_inputs(self, latents, timestep, context, mask, guidance):
         cfg = self.config
@@ -315,3 +377,13 @@ class SanaVideoTransformer(nn.Module):
         if guidance is not None and jnp.shape(guidance) not in ((b,), ()):
             raise ValueError(f"guidance must be a scalar or (B,) = {(b,)}; got {jnp.shape(guidance)}")
         return b, grid, t
+
+
+def init_cache(config: SanaVideoTransformerConfig, batch: int, token_height: int, token_width: int,
+               dtype=jnp.float32) -> dict:
+    """The zero state before the first block: per layer (stacked on a leading L axis)
+    S (L, B, H, d, d) and z (L, B, H, d) in fp32, and the FFN's left frame (L, B, 1, h', w', D) in ``dtype``.
+    Its size depends on the token grid's height and width only, never on how many blocks have been seen."""
+    heads, d, n = config.num_attention_heads, config.attention_head_dim, config.num_layers
+    return {"S": jnp.zeros((n, batch, heads, d, d), jnp.float32), "z": jnp.zeros((n, batch, heads, d), jnp.float32),
+            "left": jnp.zeros((n, batch, 1, token_height, token_width, config.inner_dim), dtype)}

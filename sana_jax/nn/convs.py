@@ -7,6 +7,7 @@ XLA's grouped convolution is ~10x slower on CPU than shifted multiply-adds for d
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 
 def depthwise_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None = None) -> jnp.ndarray:
@@ -25,14 +26,23 @@ def depthwise_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | No
     return out
 
 
-def temporal_conv(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+def temporal_conv(x: jnp.ndarray, kernel: jnp.ndarray, left: jnp.ndarray | None = None,
+                  block_sizes: tuple[int, ...] | None = None) -> jnp.ndarray:
     """Full (not depthwise) conv over frames with kernel 3, zero padding 1 on each side, no bias.
 
     x: (B, F, ..., C_in); kernel: (3, C_in, C_out). The three taps are one matmul over the concatenated
-    [previous, current, next] frames.
+    [previous, current, next] frames. Block-causal use: ``left`` (B, 1, ..., C_in) replaces the zero frame before
+    frame 0, and with ``block_sizes`` (frames per block, summing to F) the last frame of each block sees a zero
+    next frame instead of the next block's first.
     """
     zeros = jnp.zeros_like(x[:, :1])
-    prev = jnp.concatenate([zeros, x[:, :-1]], axis=1)
+    prev = jnp.concatenate([zeros if left is None else left.astype(x.dtype), x[:, :-1]], axis=1)
     nxt = jnp.concatenate([x[:, 1:], zeros], axis=1)
+    if block_sizes is not None and len(block_sizes) > 1:
+        if sum(block_sizes) != x.shape[1]:
+            raise ValueError(f"block_sizes {block_sizes} must sum to the {x.shape[1]} frames")
+        keep = np.ones(x.shape[1], np.float32)
+        keep[np.cumsum(block_sizes) - 1] = 0.0
+        nxt = nxt * jnp.asarray(keep, x.dtype).reshape((1, -1) + (1,) * (x.ndim - 2))
     stacked = jnp.concatenate([prev, x, nxt], axis=-1)
     return stacked @ kernel.reshape(-1, kernel.shape[-1]).astype(x.dtype)
