@@ -93,3 +93,31 @@ def test_block_sizes_must_cover_the_frames(tmp_path):
     x, t, ctx = inputs(14, 1, 4, 4, 4, 16)
     with pytest.raises(ValueError, match="block_sizes"):
         model(jnp.asarray(x), jnp.asarray(t), jnp.asarray(ctx), block_sizes=(2, 1))
+
+
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_block_causal_matches_explicit_mask_float64_reference(tmp_path, per_frame):
+    import torch
+
+    from block_causal_reference import block_causal_reference
+
+    ref_model, folder = make_reference(tmp_path, seed=15)
+    model = load_component(folder)
+    x, t, ctx = inputs(15, 2, sum(BLOCKS), 4, 6, 16, text_len=9)
+    mask = np.ones((2, 9), np.float32)
+    mask[0, 6:] = 0
+    if per_frame:
+        t = _per_block_timesteps(2, BLOCKS, 15)
+    with torch.no_grad():
+        ref = block_causal_reference(ref_model, torch.from_numpy(x.transpose(0, 4, 1, 2, 3)),
+                                     torch.from_numpy(ctx), torch.from_numpy(t), torch.from_numpy(mask),
+                                     list(BLOCKS)).numpy().transpose(0, 2, 3, 4, 1)
+    ours = np.asarray(model(jnp.asarray(x), jnp.asarray(t), jnp.asarray(ctx), jnp.asarray(mask),
+                            block_sizes=BLOCKS))
+    blockwise, _ = _run_blockwise(model, x, t if per_frame else np.repeat(t[:, None], x.shape[1], 1), ctx, mask,
+                                  BLOCKS)
+    assert rel_err(ours, ref) <= 1e-5
+    assert rel_err(blockwise, ref) <= 1e-5
+    # The reference is not the bidirectional model: the test can tell the two apart.
+    bidirectional = np.asarray(model(jnp.asarray(x), jnp.asarray(t), jnp.asarray(ctx), jnp.asarray(mask)))
+    assert rel_err(bidirectional, ref) > 1e-4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from sana_jax.pipeline.video_io import write_mp4
+from sana_jax.pipeline.video_io import Mp4Writer, write_mp4
 
 
 def check_output_path(out: str) -> None:
@@ -20,8 +20,12 @@ def check_output_path(out: str) -> None:
 
 
 def sample_to_file(model: str, prompt: str, out: str, *, image: str | None = None, fps: int = 16,
-                   dtype: str = "float32", log=print, **call_kwargs) -> str:
-    """Loads the pipeline at ``model``, samples one video and writes it to ``out`` (H.264 mp4 at ``fps``)."""
+                   dtype: str = "float32", stream: bool = False, log=print, **call_kwargs) -> str:
+    """Loads the pipeline at ``model``, samples one video and writes it to ``out`` (H.264 mp4 at ``fps``).
+
+    ``stream=True``: long video block by block (``SanaVideoPipeline.stream``), each chunk appended to the mp4 as it
+    is decoded, so no step holds the whole video. ``call_kwargs`` go to the pipeline call.
+    """
     from sana_jax.pipeline.sana_video import SanaVideoPipeline
 
     check_output_path(out)
@@ -32,6 +36,8 @@ def sample_to_file(model: str, prompt: str, out: str, *, image: str | None = Non
     start = time.perf_counter()
     pipe = SanaVideoPipeline.from_pretrained(model, dtype=dtype)
     log(f"loaded {model} in {time.perf_counter() - start:.1f} s")
+    if stream:
+        return _stream_to_file(pipe, prompt, out, image=image, fps=fps, log=log, **call_kwargs)
     frames = pipe(prompt, image=image, progress=True, **call_kwargs)
     for stage, seconds in pipe.timings.items():
         log(f"{stage}: {seconds:.1f} s")
@@ -39,4 +45,17 @@ def sample_to_file(model: str, prompt: str, out: str, *, image: str | None = Non
     write_mp4(out, frames[0], fps=fps)
     log(f"wrote {os.path.abspath(out)} ({frames.shape[1]} frames, {frames.shape[3]}x{frames.shape[2]}, {fps} fps) "
         f"in {time.perf_counter() - start:.1f} s")
+    return out
+
+
+def _stream_to_file(pipe, prompt, out, *, image, fps, log, **call_kwargs):
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    with Mp4Writer(out, fps) as writer, tqdm(total=call_kwargs.get("frames"), desc="frames", unit="frame") as bar:
+        for chunk in pipe.stream(prompt, image=image, **call_kwargs):
+            writer.append(chunk[0])
+            bar.update(chunk.shape[1])
+    log(f"wrote {os.path.abspath(out)} ({writer.frames} frames, {fps} fps) in {time.perf_counter() - start:.1f} s "
+        f"(streamed block by block)")
     return out

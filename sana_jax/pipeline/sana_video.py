@@ -18,6 +18,7 @@ import numpy as np
 from sana_jax.components import Component, load_component
 from sana_jax.config import ConfigError, read_json
 from sana_jax.pipeline import prompts as prompt_lib
+from sana_jax.pipeline.stream import SAMPLERS, BlockStreamer, block_sizes
 from sana_jax.pipeline.video_io import load_image, to_uint8
 from sana_jax.schedulers import load_scheduler
 
@@ -39,6 +40,7 @@ class SanaVideoPipeline:
         self.vae_scale_temporal = vae_cfg.temporal_compression_ratio
         self.timings: dict[str, float] = {}
         self._progress = _StepProgress()
+        self._streamer = BlockStreamer(self)
         self._denoise = jax.jit(functools.partial(_denoise, transformer.module, self._progress),
                                 static_argnames=("schedule", "image_to_video", "cfg", "progress"))
 
@@ -108,24 +110,14 @@ class SanaVideoPipeline:
             raise ValueError(f"num_inference_steps={num_inference_steps}; expected >= 1")
         if num_videos_per_prompt < 1:
             raise ValueError(f"num_videos_per_prompt={num_videos_per_prompt}; expected >= 1")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        prompts = [prompt_lib.with_motion_score(p, motion_score) for p in prompts]
-        batch = len(prompts) * num_videos_per_prompt
+        batch = len([prompt] if isinstance(prompt, str) else prompt) * num_videos_per_prompt
         shape = self.latent_shape(batch, height, width, frames)
         timings = {}
 
         start = time.perf_counter()
-        embeds, mask = self.encode_prompt(prompts, instruction=instruction, max_sequence_length=max_sequence_length)
-        embeds, mask = (jnp.repeat(a, num_videos_per_prompt, axis=0) for a in (embeds, mask))
         cfg = guidance_scale > 1.0
-        if cfg:
-            negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
-            if len(negatives) != len(prompts):
-                raise ValueError(f"negative_prompt: {len(negatives)} given for {len(prompts)} prompts")
-            neg, neg_mask = self.encode_prompt(negatives, negative=True, max_sequence_length=max_sequence_length)
-            neg, neg_mask = (jnp.repeat(a, num_videos_per_prompt, axis=0) for a in (neg, neg_mask))
-            embeds = jnp.concatenate([neg, embeds])
-            mask = jnp.concatenate([neg_mask, mask])
+        embeds, mask = self._conditioning(prompt, negative_prompt, cfg, num_videos_per_prompt, motion_score,
+                                          instruction, max_sequence_length)
         timings["text encoder"] = _block(embeds, start)
 
         if latents is None:
@@ -137,9 +129,7 @@ class SanaVideoPipeline:
                                  f"got {latents.shape}")
         if image is not None:
             start = time.perf_counter()
-            pixels = jnp.asarray(load_image(image, height, width))[None, None]
-            image_latents = self.vae.encode(pixels.astype(self.vae.module.dtype)).astype(jnp.float32)
-            latents = latents.at[:, :1].set(jnp.broadcast_to(image_latents, (batch,) + image_latents.shape[1:]))
+            latents = latents.at[:, :1].set(self._image_latents(image, height, width, batch))
             timings["image encode"] = _block(latents, start)
 
         start = time.perf_counter()
@@ -158,6 +148,57 @@ class SanaVideoPipeline:
         timings["vae decode"] = time.perf_counter() - start
         self.timings = timings
         return frames_u8
+
+
+    def _conditioning(self, prompt, negative_prompt, cfg, num_videos_per_prompt, motion_score, instruction,
+                      max_sequence_length):
+        """Text embeddings and masks for the batch: [negative; positive] stacked when ``cfg``."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [prompt_lib.with_motion_score(p, motion_score) for p in prompts]
+        embeds, mask = self.encode_prompt(prompts, instruction=instruction, max_sequence_length=max_sequence_length)
+        embeds, mask = (jnp.repeat(a, num_videos_per_prompt, axis=0) for a in (embeds, mask))
+        if cfg:
+            negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else negative_prompt
+            if len(negatives) != len(prompts):
+                raise ValueError(f"negative_prompt: {len(negatives)} given for {len(prompts)} prompts")
+            neg, neg_mask = self.encode_prompt(negatives, negative=True, max_sequence_length=max_sequence_length)
+            neg, neg_mask = (jnp.repeat(a, num_videos_per_prompt, axis=0) for a in (neg, neg_mask))
+            embeds = jnp.concatenate([neg, embeds])
+            mask = jnp.concatenate([neg_mask, mask])
+        return embeds, mask
+
+    def _image_latents(self, image, height, width, batch):
+        """The conditioning image as normalised latents (batch, 1, H', W', C) (posterior mean)."""
+        pixels = jnp.asarray(load_image(image, height, width))[None, None]
+        image_latents = self.vae.encode(pixels.astype(self.vae.module.dtype)).astype(jnp.float32)
+        return jnp.broadcast_to(image_latents, (batch,) + image_latents.shape[1:])
+
+    def stream(self, prompt, negative_prompt: str = "", height: int = 480, width: int = 832, frames: int = 961,
+               block_frames: int = 10, sampler: str = "few_step", num_inference_steps: int = 50,
+               guidance_scale: float = 6.0, seed: int = 0, image=None, num_videos_per_prompt: int = 1,
+               motion_score: int | None = None, instruction=prompt_lib.COMPLEX_HUMAN_INSTRUCTION,
+               max_sequence_length: int = 300):
+        """Long video block by block in constant memory: yields uint8 chunks (B, f, H, W, 3) as they are decoded.
+
+        Blocks of ``block_frames`` latent frames (the first absorbs the remainder). ``sampler="few_step"``: the
+        LongSANA schedule (t = 1000, 960, 889, 727 with re-noising; no CFG, for causal checkpoints);
+        ``sampler="dpm"``: the folder's multistep scheduler with ``num_inference_steps`` and CFG (a state is carried
+        per CFG branch). ``image``: the first frame (image-to-video).
+        """
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler={sampler!r}; expected one of {SAMPLERS}")
+        batch = len([prompt] if isinstance(prompt, str) else prompt) * num_videos_per_prompt
+        shape = self.latent_shape(batch, height, width, frames)
+        blocks = block_sizes(shape[1], block_frames)
+        cfg = sampler == "dpm" and guidance_scale > 1.0
+        embeds, mask = self._conditioning(prompt, negative_prompt, cfg, num_videos_per_prompt, motion_score,
+                                          instruction, max_sequence_length)
+        image_latents = None if image is None else self._image_latents(image, height, width, batch)
+        schedule = self.scheduler.schedule(num_inference_steps) if sampler == "dpm" else None
+        for _, video in self._streamer.run(embeds, mask, latent_shape=shape, blocks=blocks, seed=seed,
+                                        sampler=sampler, schedule=schedule, guidance_scale=guidance_scale,
+                                        cfg=cfg, image_latents=image_latents):
+            yield np.asarray(jax.device_get(video))
 
 
 def _block(x, start):

@@ -41,18 +41,42 @@ def load_image(image, height: int, width: int) -> np.ndarray:
 
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int = 16) -> None:
     """uint8 frames (F, H, W, 3) -> H.264 mp4 via imageio-ffmpeg; written to a temp file, then renamed."""
-    import imageio.v2 as imageio
+    with Mp4Writer(path, fps) as writer:
+        writer.append(frames)
 
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames: expected uint8 (F, H, W, 3); got {frames.dtype} {frames.shape}")
-    with _io.atomic_file(path, suffix=".mp4") as tmp, warnings.catch_warnings():
-        # ffmpeg runs as a subprocess (fork + exec at once); JAX's generic fork warning does not apply.
+
+class Mp4Writer:
+    """Appends uint8 chunks (f, H, W, 3) to an H.264 mp4 as they come; the file appears (by rename) only when the
+    writer closes without error, so a failed or interrupted run leaves nothing behind."""
+
+    def __init__(self, path: str | os.PathLike, fps: int = 16):
+        self.path, self.fps = path, fps
+        self.frames = 0
+
+    def __enter__(self):
+        import imageio.v2 as imageio
+
+        self._atomic = _io.atomic_file(self.path, suffix=".mp4")
+        tmp = self._atomic.__enter__()
+        # ffmpeg starts as a subprocess (fork + exec at once) on the first frame; JAX's fork warning does not apply.
+        self._quiet = warnings.catch_warnings()
+        self._quiet.__enter__()
         warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
-        writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                    pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error")
+        self._writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=self.fps, codec="libx264",
+                                          pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error")
+        return self
+
+    def append(self, frames: np.ndarray) -> None:
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames: expected uint8 (F, H, W, 3); got {frames.dtype} {frames.shape}")
+        for frame in frames:
+            self._writer.append_data(frame)
+        self.frames += len(frames)
+
+    def __exit__(self, *exc):
         try:
-            for frame in frames:
-                writer.append_data(frame)
+            self._writer.close()
         finally:
-            writer.close()
+            self._quiet.__exit__(*exc)
+            return self._atomic.__exit__(*exc)

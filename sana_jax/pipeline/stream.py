@@ -1,0 +1,123 @@
+"""Long video, block by block: each block of latent frames is denoised against the carried constant-size state
+of all earlier blocks, written into that state by one pass of the clean block at t = 0, decoded by the streaming
+VAE decode (whose causal caches are carried too) and yielded as uint8 frames. Nothing grows with the video.
+
+The per-block work is one compiled function, traced at most twice (the first block, which may be longer and
+starts the VAE's clip, and every later block).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from sana_jax.models.transformer import init_cache
+
+# LongSANA's few-step schedule (NVlabs `denoising_step_list`): uniform sigmas 1, .75, .5, .25 warped by shift 8.
+FEW_STEP_TIMESTEPS = (1000, 960, 889, 727)
+SAMPLERS = ("few_step", "dpm")
+INITIAL_NOISE = 1_000_000  # fold_in tag of a block's initial noise (re-noising uses the step index)
+
+
+def block_sizes(latent_frames: int, block_frames: int) -> tuple[int, ...]:
+    """Blocks of ``block_frames`` latent frames; the first absorbs the remainder (21, 10 -> (11, 10))."""
+    if block_frames < 1:
+        raise ValueError(f"block_frames={block_frames}; expected >= 1")
+    n = max(latent_frames // block_frames, 1)
+    return (latent_frames - (n - 1) * block_frames,) + (block_frames,) * (n - 1)
+
+
+class BlockStreamer:
+    """Owns the compiled per-block step of a pipeline. ``traces`` counts how often it was traced."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.traces = 0
+        self._step = jax.jit(self._block, static_argnames=("shape", "schedule", "cfg", "first", "pin"))
+
+    def run(self, embeds, mask, *, latent_shape, blocks, seed, sampler, schedule, guidance_scale, cfg,
+            image_latents):
+        """Yields (block latents (B, f, H', W', C) float32, uint8 video chunk) block after block."""
+        pipe = self.pipe
+        b, _, h, w, _ = latent_shape
+        ph, pw = pipe.transformer.config.patch[1:]
+        batch = 2 * b if cfg else b
+        cache = init_cache(pipe.transformer.config, batch, h // ph, w // pw, pipe.transformer.module.dtype)
+        vae_cache = None
+        key = jax.random.key(seed)
+        offset = 0
+        for index, size in enumerate(blocks):
+            first = index == 0
+            x, video, cache, vae_cache = self._step(
+                pipe.transformer.params, pipe.vae.params, jax.random.fold_in(key, index), cache, vae_cache, embeds,
+                mask, jnp.int32(offset), jnp.float32(guidance_scale), image_latents if first else None,
+                shape=(b, size, h, w, latent_shape[-1]), schedule=schedule if sampler == "dpm" else None, cfg=cfg,
+                first=first, pin=first and image_latents is not None)
+            offset += size
+            yield x, video
+
+    def _block(self, tparams, vparams, key, cache, vae_cache, embeds, mask, offset, guidance, image_latents, *,
+               shape, schedule, cfg, first, pin):
+        self.traces += 1  # runs only while tracing
+        pipe = self.pipe
+        tmodule = pipe.transformer.module
+        b, f = shape[:2]
+        x = jax.random.normal(jax.random.fold_in(key, INITIAL_NOISE), shape, jnp.float32)
+        if pin:  # image-to-video: the image is latent frame 0 of the first block, clean (t = 0), never updated
+            x = x.at[:, :1].set(image_latents.astype(jnp.float32))
+
+        def velocity(x, t):
+            tt = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (b, f))
+            if pin:
+                tt = tt.at[:, 0].set(0.0)
+            xin, tin = (jnp.concatenate([x, x]), jnp.concatenate([tt, tt])) if cfg else (x, tt)
+            v, _ = tmodule.apply({"params": tparams}, xin.astype(tmodule.dtype), tin, embeds, mask, cache=cache,
+                                 frame_offset=offset)
+            v = v.astype(jnp.float32)
+            if cfg:
+                uncond, cond = jnp.split(v, 2)
+                v = uncond + guidance * (cond - uncond)
+            return v
+
+        if schedule is not None:  # multistep flow DPM-Solver with CFG
+            pinned, moving = (x[:, :1], x[:, 1:]) if pin else (None, x)
+            join = (lambda m: jnp.concatenate([pinned, m], axis=1)) if pin else (lambda m: m)
+
+            def body(i, carry):
+                moving, state = carry
+                v = velocity(join(moving), schedule.model_timestep(i))
+                return schedule.step(state, v[:, 1:] if pin else v, i, moving)
+
+            moving, _ = jax.lax.fori_loop(0, schedule.num_inference_steps, body,
+                                          (moving, schedule.init_state(moving)))
+            x = join(moving)
+        else:  # LongSANA few-step: predict x0, re-noise to the next level with fresh noise
+            for j, t in enumerate(FEW_STEP_TIMESTEPS):
+                sigma = t / 1000.0
+                x0 = x - sigma * velocity(x, t)
+                if pin:
+                    x0 = x0.at[:, :1].set(x[:, :1])
+                if j + 1 == len(FEW_STEP_TIMESTEPS):
+                    x = x0
+                    break
+                nxt = FEW_STEP_TIMESTEPS[j + 1] / 1000.0
+                noisy = (1 - nxt) * x0 + nxt * jax.random.normal(jax.random.fold_in(key, j), shape, jnp.float32)
+                x = noisy.at[:, :1].set(x0[:, :1]) if pin else noisy
+
+        # Write the clean block into the state: one pass at t = 0 (for each CFG branch).
+        xin = jnp.concatenate([x, x]) if cfg else x
+        _, cache = tmodule.apply({"params": tparams}, xin.astype(tmodule.dtype),
+                                 jnp.zeros(xin.shape[:2], jnp.float32), embeds, mask, cache=cache,
+                                 frame_offset=offset)
+        vae = pipe.vae.module
+        z = x.astype(vae.dtype)
+        if hasattr(vae, "decode_chunk"):
+            video, vae_cache = vae.apply({"params": vparams}, z, vae_cache, first=first, method="decode_chunk")
+        else:  # an autoencoder without temporal state (DC-AE) decodes frame by frame
+            video = vae.apply({"params": vparams}, z, method="decode")
+        return x, _to_uint8(video), cache, vae_cache
+
+
+def _to_uint8(video):
+    return jnp.round(jnp.clip(video.astype(jnp.float32) / 2 + 0.5, 0.0, 1.0) * 255).astype(jnp.uint8)
+
