@@ -23,8 +23,9 @@ def main(argv=None) -> int:
     p.add_argument("--fps", type=int, default=16)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--out", default="video.mp4")
-    p.add_argument("--stream", action="store_true",
-                   help="long video block by block in constant memory, appended to the mp4 as it is decoded")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="long video block by block in constant memory, appended to the mp4 as it is decoded "
+                        "(default: on for block-causal checkpoints)")
     p.add_argument("--block-frames", type=int, default=10, help="latent frames per block with --stream")
     p.add_argument("--sampler", default="few_step", choices=["few_step", "dpm"],
                    help="with --stream: LongSANA few-step (no CFG) or the folder's multistep scheduler with CFG")
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
 
     from sana_jax.pipeline.sample import sample_to_file
 
-    extra = dict(block_frames=args.block_frames, sampler=args.sampler) if args.stream else {}
+    extra = dict(block_frames=args.block_frames, sampler=args.sampler) if args.stream is not False else {}
     try:
         sample_to_file(args.model, args.prompt, args.out, image=args.image, fps=args.fps, dtype=args.dtype,
                        stream=args.stream, negative_prompt=args.negative_prompt, height=args.height,

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sana_jax import _io
-from sana_jax.config import (AutoencoderDCConfig, AutoencoderKLWanConfig, ComponentConfig, ConfigError,
-                             Gemma2Config, SanaVideoTransformerConfig, read_json)
+from sana_jax.config import (AutoencoderDCConfig, AutoencoderKLWanConfig, ComponentConfig, ConfigError, Gemma2Config,
+                             SanaVideoCausalTransformerConfig, SanaVideoTransformerConfig, read_json)
 from sana_jax.models.dc_ae import DCAutoencoder
 from sana_jax.models.dc_ae import check_config as check_dc_ae_config
 from sana_jax.models.gemma2 import Gemma2Model
@@ -101,6 +101,9 @@ REGISTRY: dict[str, ComponentSpec] = {
         SanaVideoTransformerConfig, _build_transformer, _transformer_inputs, transformer_weights.diffusers_rules,
         "diffusion_pytorch_model", transformer_weights.BLOCKS, transformer_weights.original_to_diffusers,
         static_argnames=("block_sizes",)),
+    "SanaVideoCausalTransformer3DModel": ComponentSpec(
+        SanaVideoCausalTransformerConfig, _build_transformer, _transformer_inputs, transformer_weights.diffusers_rules,
+        "diffusion_pytorch_model", transformer_weights.BLOCKS, static_argnames=("block_sizes",)),
     "AutoencoderKLWan": ComponentSpec(
         AutoencoderKLWanConfig, _build_wan_vae, _wan_vae_inputs, wan_vae_weights.diffusers_rules,
         "diffusion_pytorch_model", methods=("encode", "decode")),

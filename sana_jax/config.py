@@ -194,6 +194,14 @@ class SanaVideoTransformerConfig(ComponentConfig):
         return int(self.mlp_ratio * self.inner_dim)
 
 
+@dataclasses.dataclass(frozen=True)
+class SanaVideoCausalTransformerConfig(SanaVideoTransformerConfig):
+    """A block-causal (LongSANA) checkpoint: the same weights layout and keys under another ``_class_name``; run it
+    with ``block_sizes`` / a carried cache (``SanaVideoPipeline.stream``). Keys it does not know are errors."""
+
+    class_name: ClassVar[str] = "SanaVideoCausalTransformer3DModel"
+
+
 # The published SANA-Video 2B transformer configs (diffusers folders).
 SANA_VIDEO_2B_480P = SanaVideoTransformerConfig(
     in_channels=16, out_channels=16, num_attention_heads=20, attention_head_dim=112, num_layers=20,

@@ -117,3 +117,28 @@ def test_sample_py_stream_writes_a_961_frame_mp4(folder, tmp_path):
     finally:
         reader.close()
     assert count == 961
+
+
+def test_causal_checkpoint_loads_and_samples_streamed_by_default(folder, tmp_path):
+    import json
+    import shutil
+
+    causal = tmp_path / "causal"
+    shutil.copytree(folder, causal)
+    cfg_path = causal / "transformer" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["_class_name"] = "SanaVideoCausalTransformer3DModel"
+    cfg_path.write_text(json.dumps(cfg))
+    from sana_jax.pipeline.sample import sample_to_file
+
+    logs = []
+    sample_to_file(str(causal), "a red circle", str(tmp_path / "v.mp4"), height=32, width=32, frames=25,
+                   block_frames=2, log=logs.append)
+    assert any("streamed block by block" in line for line in logs)
+    cfg["num_frames_per_block"] = 10  # a key this project does not know is reported by name
+    cfg_path.write_text(json.dumps(cfg))
+    from sana_jax import load_component
+    from sana_jax.config import ConfigError
+
+    with pytest.raises(ConfigError, match="num_frames_per_block"):
+        load_component(causal / "transformer")

@@ -20,10 +20,10 @@ def check_output_path(out: str) -> None:
 
 
 def sample_to_file(model: str, prompt: str, out: str, *, image: str | None = None, fps: int = 16,
-                   dtype: str = "float32", stream: bool = False, log=print, **call_kwargs) -> str:
+                   dtype: str = "float32", stream: bool | None = None, log=print, **call_kwargs) -> str:
     """Loads the pipeline at ``model``, samples one video and writes it to ``out`` (H.264 mp4 at ``fps``).
 
-    ``stream=True``: long video block by block (``SanaVideoPipeline.stream``), each chunk appended to the mp4 as it
+    ``stream=True`` (the default, None, picks it for causal checkpoints): long video block by block (``SanaVideoPipeline.stream``), each chunk appended to the mp4 as it
     is decoded, so no step holds the whole video. ``call_kwargs`` go to the pipeline call.
     """
     from sana_jax.pipeline.sana_video import SanaVideoPipeline
@@ -36,8 +36,11 @@ def sample_to_file(model: str, prompt: str, out: str, *, image: str | None = Non
     start = time.perf_counter()
     pipe = SanaVideoPipeline.from_pretrained(model, dtype=dtype)
     log(f"loaded {model} in {time.perf_counter() - start:.1f} s")
+    stream_only = {k: call_kwargs.pop(k) for k in ("block_frames", "sampler") if k in call_kwargs}
+    if stream is None:  # block-causal checkpoints generate long video block by block by default
+        stream = pipe.transformer.class_name == "SanaVideoCausalTransformer3DModel"
     if stream:
-        return _stream_to_file(pipe, prompt, out, image=image, fps=fps, log=log, **call_kwargs)
+        return _stream_to_file(pipe, prompt, out, image=image, fps=fps, log=log, **call_kwargs, **stream_only)
     frames = pipe(prompt, image=image, progress=True, **call_kwargs)
     for stage, seconds in pipe.timings.items():
         log(f"{stage}: {seconds:.1f} s")
