@@ -77,7 +77,6 @@ def main():
         t_ours = median_time(lambda: ours(jx, jt, jctx).block_until_ready(), args.repeats)
         params = sum(p.numel() for p in ref.parameters())
         rows.append((name, DESCRIPTION[name], f * (h // 2) * (w // 2), params, t_ref, t_ours, compile_s, err))
-        del ref, ours
 
     header = ("case", "shape", "tokens", "params", "diffusers s", "sana-jax s", "ratio", "compile s", "rel err")
     print("| " + " | ".join(header) + " |")

@@ -77,7 +77,6 @@ def speed(repeats: int):
 def _memory_case(mode: str, frames: int, config_name: str = "tiny") -> dict:
     """Runs in a fresh subprocess: compiles (and for the tiny config runs) one case; XLA's analysis, peak RSS."""
     import jax
-    import jax.numpy as jnp
 
     from sana_jax.components import REGISTRY
     from sana_jax.config import AutoencoderKLWanConfig

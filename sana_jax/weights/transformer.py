@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from sana_jax.config import SanaVideoTransformerConfig
-from sana_jax.weights.rulebook import (CONV1X1, CONV3D, DEPTHWISE2D, LINEAR, TEMPORAL, Rule, WeightMappingError,
+from sana_jax.weights.rulebook import (CONV1X1, CONV3D, DEPTHWISE2D, TEMPORAL, Rule, WeightMappingError,
                                        linear)
 
 BLOCKS = "transformer_blocks"
