@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sana_jax.nn import RMSNorm, depthwise_conv2d
+from sana_jax.nn import RMSNorm, dense, depthwise_conv2d
 
 # diffusers `get_activation` names (torch's GELU is the exact erf form).
 ACTIVATIONS: dict[str, Callable] = {
@@ -32,12 +32,6 @@ def _conv(features, *, kernel_size=3, stride=1, use_bias=True, dtype, param_dtyp
                    kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
                                                             (None, None, None, "embed")),
                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
-
-
-def _dense(features, axes, *, use_bias=True, dtype, param_dtype, name):
-    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name,
-                    kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
-                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[-1],)))
 
 
 def pixel_unshuffle(x: jnp.ndarray) -> jnp.ndarray:
@@ -173,7 +167,7 @@ class MultiscaleLinearAttention(nn.Module):
         b, h, w, c = x.shape
         inner = self.heads * self.head_dim
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        qkv = jnp.concatenate([_dense(inner, ("embed", "heads"), use_bias=False, name=f"to_{n}", **kw)(x)
+        qkv = jnp.concatenate([dense(inner, ("embed", "heads"), use_bias=False, name=f"to_{n}", **kw)(x)
                                for n in "qkv"], axis=-1)
         scales = [qkv] + [MultiscaleProjection(ks, 3 * self.heads, name=f"to_qkv_multiscale_{i}", **kw)(qkv)
                           for i, ks in enumerate(self.kernel_sizes)]
@@ -185,7 +179,7 @@ class MultiscaleLinearAttention(nn.Module):
         else:
             out = relu_quadratic_attention(q, k, v, self.eps)
         out = out.astype(self.dtype).reshape(b, h, w, -1)
-        out = _dense(c, ("heads", "embed"), use_bias=False, name="to_out", **kw)(out)
+        out = dense(c, ("heads", "embed"), use_bias=False, name="to_out", **kw)(out)
         return x + RMSNorm(1e-5, use_bias=True, param_dtype=self.param_dtype, name="norm_out")(out)
 
 
@@ -201,10 +195,10 @@ class GLUMBConv(nn.Module):
         c = x.shape[-1]
         hidden = int(self.expand_ratio * c)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        y = nn.silu(_dense(2 * hidden, ("embed", "mlp"), name="conv_inverted", **kw)(x))
+        y = nn.silu(dense(2 * hidden, ("embed", "mlp"), name="conv_inverted", **kw)(x))
         y = DepthwiseConv(3, use_bias=True, name="conv_depth", **kw)(y)
         value, gate = jnp.split(y, 2, axis=-1)
-        y = _dense(c, ("mlp", "embed"), use_bias=False, name="conv_point", **kw)(value * nn.silu(gate))
+        y = dense(c, ("mlp", "embed"), use_bias=False, name="conv_point", **kw)(value * nn.silu(gate))
         return x + RMSNorm(1e-5, use_bias=True, param_dtype=self.param_dtype, name="norm")(y)
 
 

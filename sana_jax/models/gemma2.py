@@ -22,17 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from sana_jax.config import Gemma2Config
-from sana_jax.nn import GemmaRMSNorm, apply_rotate_half_rope, rotate_half_rope_table
+from sana_jax.nn import GemmaRMSNorm, apply_rotate_half_rope, dense, rotate_half_rope_table
 
 NORMS = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm")
-
-
-def _dense(features, axes, *, use_bias, dtype, param_dtype, name):
-    return nn.Dense(
-        features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[-1],)),
-    )
 
 
 def mask_bias(valid: jnp.ndarray, sliding, window: int | None, dtype) -> jnp.ndarray:
@@ -66,9 +58,9 @@ class Gemma2Attention(nn.Module):
         groups = cfg.num_attention_heads // kv
         kw = dict(use_bias=cfg.attention_bias, dtype=self.dtype, param_dtype=self.param_dtype)
         # Query head h reads key/value head h // groups (transformers' repeat_kv order).
-        q = _dense(cfg.num_attention_heads * hd, ("embed", "heads"), name="q_proj", **kw)(x)
-        k = _dense(kv * hd, ("embed", "heads"), name="k_proj", **kw)(x)
-        v = _dense(kv * hd, ("embed", "heads"), name="v_proj", **kw)(x)
+        q = dense(cfg.num_attention_heads * hd, ("embed", "heads"), name="q_proj", **kw)(x)
+        k = dense(kv * hd, ("embed", "heads"), name="k_proj", **kw)(x)
+        v = dense(kv * hd, ("embed", "heads"), name="v_proj", **kw)(x)
         q = apply_rotate_half_rope(q.reshape(b, length, kv, groups, hd), *rope)
         k = apply_rotate_half_rope(k.reshape(b, length, kv, hd), *rope)
         v = v.reshape(b, length, kv, hd)
@@ -79,7 +71,7 @@ class Gemma2Attention(nn.Module):
             scores = jnp.tanh(scores / cap) * cap
         probs = jax.nn.softmax((scores + bias).astype(jnp.float32), axis=-1).astype(self.dtype)
         out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v).reshape(b, length, cfg.num_attention_heads * hd)
-        return _dense(cfg.hidden_size, ("heads", "embed"), name="o_proj", **kw)(out)
+        return dense(cfg.hidden_size, ("heads", "embed"), name="o_proj", **kw)(out)
 
 
 class Gemma2MLP(nn.Module):
@@ -93,9 +85,9 @@ class Gemma2MLP(nn.Module):
     def __call__(self, x):
         cfg = self.config
         kw = dict(use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype)
-        gate = _dense(cfg.intermediate_size, ("embed", "mlp"), name="gate_proj", **kw)(x)
-        up = _dense(cfg.intermediate_size, ("embed", "mlp"), name="up_proj", **kw)(x)
-        return _dense(cfg.hidden_size, ("mlp", "embed"), name="down_proj", **kw)(nn.gelu(gate, approximate=True) * up)
+        gate = dense(cfg.intermediate_size, ("embed", "mlp"), name="gate_proj", **kw)(x)
+        up = dense(cfg.intermediate_size, ("embed", "mlp"), name="up_proj", **kw)(x)
+        return dense(cfg.hidden_size, ("mlp", "embed"), name="down_proj", **kw)(nn.gelu(gate, approximate=True) * up)
 
 
 class Gemma2DecoderLayer(nn.Module):

@@ -22,7 +22,7 @@ import numpy as np
 
 from sana_jax.config import SanaVideoTransformerConfig
 from sana_jax.kernels import linear_attention
-from sana_jax.nn import RMSNorm, VideoRope, depthwise_conv2d, layer_norm, temporal_conv
+from sana_jax.nn import RMSNorm, VideoRope, dense, depthwise_conv2d, layer_norm, temporal_conv
 
 REMAT_POLICIES = {
     "none": None,
@@ -30,14 +30,6 @@ REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.dots_saveable,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-
-
-def _dense(features, axes, *, use_bias=True, dtype, param_dtype, name):
-    return nn.Dense(
-        features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[-1],)),
-    )
 
 
 def timestep_sinusoid(t: jnp.ndarray, dim: int = 256) -> jnp.ndarray:
@@ -60,8 +52,8 @@ class TimestepEmbedding(nn.Module):
     def __call__(self, t):
         x = timestep_sinusoid(t).astype(self.dtype)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = _dense(self.dim, (None, "embed"), name="linear_1", **kw)(x)
-        return _dense(self.dim, ("mlp", "embed"), name="linear_2", **kw)(nn.silu(x))
+        x = dense(self.dim, (None, "embed"), name="linear_1", **kw)(x)
+        return dense(self.dim, ("mlp", "embed"), name="linear_2", **kw)(nn.silu(x))
 
 
 class LinearSelfAttention(nn.Module):
@@ -85,9 +77,9 @@ class LinearSelfAttention(nn.Module):
         inner = self.heads * self.head_dim
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         tokens = x.reshape(shape[0], -1, shape[-1])
-        q = _dense(inner, ("embed", "heads"), use_bias=self.use_bias, name="to_q", **kw)(tokens)
-        k = _dense(inner, ("embed", "heads"), use_bias=self.use_bias, name="to_k", **kw)(tokens)
-        v = _dense(inner, ("embed", "heads"), use_bias=self.use_bias, name="to_v", **kw)(tokens)
+        q = dense(inner, ("embed", "heads"), use_bias=self.use_bias, name="to_q", **kw)(tokens)
+        k = dense(inner, ("embed", "heads"), use_bias=self.use_bias, name="to_k", **kw)(tokens)
+        v = dense(inner, ("embed", "heads"), use_bias=self.use_bias, name="to_v", **kw)(tokens)
         if self.qk_norm:
             q = RMSNorm(1e-5, axis_name="heads", param_dtype=self.param_dtype, name="norm_q")(q)
             k = RMSNorm(1e-5, axis_name="heads", param_dtype=self.param_dtype, name="norm_k")(k)
@@ -100,7 +92,7 @@ class LinearSelfAttention(nn.Module):
             out = attend(q, k, v, rope)
         else:
             out = _block_causal(attend, q, k, v, rope, block_sizes, shape[2] * shape[3])
-        out = _dense(shape[-1], ("heads", "embed"), name="to_out", **kw)(out.reshape(*tokens.shape[:2], inner))
+        out = dense(shape[-1], ("heads", "embed"), name="to_out", **kw)(out.reshape(*tokens.shape[:2], inner))
         return out.reshape(shape), state
 
 
@@ -140,16 +132,16 @@ class CrossAttention(nn.Module):
         inner = self.heads * self.head_dim
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         tokens = x.reshape(shape[0], -1, shape[-1])
-        q = _dense(inner, ("embed", "heads"), name="to_q", **kw)(tokens)
-        k = _dense(inner, ("embed", "heads"), name="to_k", **kw)(context)
-        v = _dense(inner, ("embed", "heads"), name="to_v", **kw)(context)
+        q = dense(inner, ("embed", "heads"), name="to_q", **kw)(tokens)
+        k = dense(inner, ("embed", "heads"), name="to_k", **kw)(context)
+        v = dense(inner, ("embed", "heads"), name="to_v", **kw)(context)
         if self.qk_norm:
             q = RMSNorm(1e-5, axis_name="heads", param_dtype=self.param_dtype, name="norm_q")(q)
             k = RMSNorm(1e-5, axis_name="heads", param_dtype=self.param_dtype, name="norm_k")(k)
         split = lambda a: a.reshape(a.shape[0], a.shape[1], self.heads, self.head_dim)
         out = jax.nn.dot_product_attention(split(q), split(k), split(v),
                                            bias=bias[:, None, None, :].astype(q.dtype))
-        out = _dense(shape[-1], ("heads", "embed"), name="to_out", **kw)(out.reshape(*tokens.shape[:2], inner))
+        out = dense(shape[-1], ("heads", "embed"), name="to_out", **kw)(out.reshape(*tokens.shape[:2], inner))
         return out.reshape(shape)
 
 
@@ -169,7 +161,7 @@ class GLUMBTempConv(nn.Module):
     def __call__(self, x, block_sizes=None, left=None):
         b, f, h, w, d = x.shape
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        y = _dense(2 * self.hidden, ("embed", "mlp"), name="conv_inverted", **kw)(x)
+        y = dense(2 * self.hidden, ("embed", "mlp"), name="conv_inverted", **kw)(x)
         y = nn.silu(y)
         kernel = self.param("conv_depth_kernel", nn.with_logical_partitioning(
             nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=()), (None, None, "mlp")),
@@ -180,7 +172,7 @@ class GLUMBTempConv(nn.Module):
         y = y.reshape(b, f, h, w, -1)
         value, gate = jnp.split(y, 2, axis=-1)
         y = value * nn.silu(gate)
-        y = _dense(d, ("mlp", "embed"), use_bias=False, name="conv_point", **kw)(y)
+        y = dense(d, ("mlp", "embed"), use_bias=False, name="conv_point", **kw)(y)
         temp = self.param("conv_temp_kernel", nn.with_logical_partitioning(
             nn.initializers.zeros, (None, None, "embed")), (3, d, d), self.param_dtype)
         return y + temporal_conv(y, temp, left=left, block_sizes=block_sizes), y[:, -1:]
@@ -293,13 +285,13 @@ class SanaVideoTransformer(nn.Module):
             emb = emb + TimestepEmbedding(d, name="guidance_embedder", **kw)(g)
         else:
             emb = TimestepEmbedding(d, name="timestep_embedder", **kw)(t_emb_in)
-        mod = _dense(6 * d, ("embed", "mlp"), name="time_linear", **kw)(nn.silu(emb))
+        mod = dense(6 * d, ("embed", "mlp"), name="time_linear", **kw)(nn.silu(emb))
         mod = mod[:, :, None, None, :]  # (B, T, 1, 1, 6D): broadcast over the frame's tokens
 
         # 3. Caption projection and norm; the text mask becomes an additive bias of -1e4 on padding.
-        c = _dense(d, (None, "embed"), name="caption_linear_1", **kw)(encoder_hidden_states.astype(self.dtype))
+        c = dense(d, (None, "embed"), name="caption_linear_1", **kw)(encoder_hidden_states.astype(self.dtype))
         c = nn.gelu(c, approximate=True)
-        c = _dense(d, ("mlp", "embed"), name="caption_linear_2", **kw)(c)
+        c = dense(d, ("mlp", "embed"), name="caption_linear_2", **kw)(c)
         c = RMSNorm(1e-5, param_dtype=self.param_dtype, name="caption_norm")(c)
         if encoder_attention_mask is None:
             bias = jnp.zeros(c.shape[:2], self.dtype)
@@ -341,7 +333,7 @@ class SanaVideoTransformer(nn.Module):
             nn.initializers.normal(d ** -0.5), (None, "embed")), (2, d), self.param_dtype)
         final = emb[:, :, None, None, None, :] + table.astype(emb.dtype)  # (B, T, 1, 1, 2, D)
         x = layer_norm(x, 1e-6) * (1 + final[..., 1, :]) + final[..., 0, :]
-        x = _dense(pt * ph * pw * cfg.output_channels, ("embed", None), name="proj_out", **kw)(x.astype(self.dtype))
+        x = dense(pt * ph * pw * cfg.output_channels, ("embed", None), name="proj_out", **kw)(x.astype(self.dtype))
         x = x.reshape(b, ft, ht, wt, pt, ph, pw, cfg.output_channels)
         x = x.transpose(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, ft * pt, ht * ph, wt * pw, cfg.output_channels)
         return x if cache is None else (x, new_cache)

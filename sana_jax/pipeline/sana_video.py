@@ -144,7 +144,7 @@ class SanaVideoPipeline:
             return latents
         start = time.perf_counter()
         video = self.vae.decode(latents.astype(self.vae.module.dtype))
-        frames_u8 = to_uint8(jax.device_get(video))
+        frames_u8 = np.asarray(to_uint8(video))
         timings["vae decode"] = time.perf_counter() - start
         self.timings = timings
         return frames_u8

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from sana_jax.models.transformer import init_cache
+from sana_jax.pipeline.video_io import to_uint8
 
 # LongSANA's few-step schedule (NVlabs `denoising_step_list`): uniform sigmas 1, .75, .5, .25 warped by shift 8.
 FEW_STEP_TIMESTEPS = (1000, 960, 889, 727)
@@ -115,9 +116,4 @@ class BlockStreamer:
             video, vae_cache = vae.apply({"params": vparams}, z, vae_cache, first=first, method="decode_chunk")
         else:  # an autoencoder without temporal state (DC-AE) decodes frame by frame
             video = vae.apply({"params": vparams}, z, method="decode")
-        return x, _to_uint8(video), cache, vae_cache
-
-
-def _to_uint8(video):
-    return jnp.round(jnp.clip(video.astype(jnp.float32) / 2 + 0.5, 0.0, 1.0) * 255).astype(jnp.uint8)
-
+        return x, to_uint8(video), cache, vae_cache

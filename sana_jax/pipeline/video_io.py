@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 import warnings
 
+import jax.numpy as jnp
 import numpy as np
 
 from sana_jax import _io
 
 
-def to_uint8(video) -> np.ndarray:
-    """[-1, 1] floats (..., 3) -> uint8, as diffusers' postprocess then PIL conversion: round(255·clip(x/2+1/2))."""
-    x = np.clip(np.asarray(video, np.float32) / 2 + 0.5, 0.0, 1.0)
-    return np.round(x * 255).astype(np.uint8)
+def to_uint8(video):
+    """[-1, 1] floats (..., 3) -> uint8, as diffusers' postprocess then PIL conversion: round(255·clip(x/2+1/2)).
+
+    Works inside jit (a jax array in, a jax array out) and on host arrays alike.
+    """
+    x = jnp.clip(jnp.asarray(video, jnp.float32) / 2 + 0.5, 0.0, 1.0)
+    return jnp.round(x * 255).astype(jnp.uint8)
 
 
 def load_image(image, height: int, width: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 import numpy as np
 
@@ -47,12 +47,28 @@ class FlowSchedule:
 
     config: Any
     num_inference_steps: int
+    # Filled by __post_init__ from `_tables()`, read-only: (n,) float32, (n+1,) float32, (n,) int32.
+    timesteps: np.ndarray = dataclasses.field(init=False)
+    sigmas: np.ndarray = dataclasses.field(init=False)
+    orders: np.ndarray = dataclasses.field(init=False)
+
+    config_type: ClassVar[type] = object  # the config class a subclass accepts
 
     def __post_init__(self):
         n = self.num_inference_steps
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"num_inference_steps must be an int >= 1, got {n!r}")
         object.__setattr__(self, "num_inference_steps", int(n))
+        if not isinstance(self.config, self.config_type):
+            raise TypeError(f"config must be a {self.config_type.__name__}, got {type(self.config).__name__}")
+        timesteps, sigmas, orders = self._tables()
+        object.__setattr__(self, "timesteps", frozen_array(timesteps, np.float32))
+        object.__setattr__(self, "sigmas", frozen_array(sigmas, np.float32))
+        object.__setattr__(self, "orders", frozen_array(orders, np.int32))
+
+    def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(model timesteps (n,), sigmas (n+1,) ending in 0, solver order per step (n,)) for this config and n."""
+        raise NotImplementedError
 
     def _key(self):
         return (type(self), self.config, self.num_inference_steps)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sana_jax.config import ComponentConfig, ConfigError
-from sana_jax.schedulers._common import FlowSchedule, check_positive, check_supported, frozen_array
+from sana_jax.schedulers._common import FlowSchedule, check_positive, check_supported
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,22 +155,15 @@ class FlowDPMSolverSchedule(FlowSchedule):
     """
 
     config: DPMSolverMultistepSchedulerConfig
-    timesteps: np.ndarray = dataclasses.field(init=False)
-    sigmas: np.ndarray = dataclasses.field(init=False)
-    orders: np.ndarray = dataclasses.field(init=False)
+    config_type: ClassVar[type] = DPMSolverMultistepSchedulerConfig
 
-    def __post_init__(self):
-        super().__post_init__()
+    def _tables(self):
         cfg, n = self.config, self.num_inference_steps
-        if not isinstance(cfg, DPMSolverMultistepSchedulerConfig):
-            raise TypeError(f"config must be a DPMSolverMultistepSchedulerConfig, got {type(cfg).__name__}")
         sigmas = flow_dpm_sigmas(n, cfg.flow_shift, cfg.num_train_timesteps)
-        timesteps = (sigmas * cfg.num_train_timesteps).astype(np.int64)
-        object.__setattr__(self, "timesteps", frozen_array(timesteps, np.float32))
-        object.__setattr__(self, "sigmas", frozen_array(np.concatenate([sigmas, [0.0]]), np.float32))
+        timesteps = (sigmas * cfg.num_train_timesteps).astype(np.int64)  # truncated, as diffusers
         index = np.arange(n)
         second = (cfg.solver_order >= 2) & (index >= 1) & ~self._lower_order_final(index)
-        object.__setattr__(self, "orders", frozen_array(np.where(second, 2, 1), np.int32))
+        return timesteps, np.concatenate([sigmas, [0.0]]), np.where(second, 2, 1)
 
     def _lower_order_final(self, step_index):
         """Whether diffusers drops to order 1 at step_index because it is the last step (numpy or traced)."""

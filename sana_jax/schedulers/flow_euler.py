@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sana_jax.config import ComponentConfig, ConfigError
-from sana_jax.schedulers._common import FlowSchedule, check_positive, check_supported, frozen_array
+from sana_jax.schedulers._common import FlowSchedule, check_positive, check_supported
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,20 +99,14 @@ class FlowEulerSchedule(FlowSchedule):
     """
 
     config: FlowMatchEulerDiscreteSchedulerConfig
-    timesteps: np.ndarray = dataclasses.field(init=False)
-    sigmas: np.ndarray = dataclasses.field(init=False)
-    orders: np.ndarray = dataclasses.field(init=False)
+    config_type: ClassVar[type] = FlowMatchEulerDiscreteSchedulerConfig
 
-    def __post_init__(self):
-        super().__post_init__()
+    def _tables(self):
         cfg, n = self.config, self.num_inference_steps
-        if not isinstance(cfg, FlowMatchEulerDiscreteSchedulerConfig):
-            raise TypeError(f"config must be a FlowMatchEulerDiscreteSchedulerConfig, got {type(cfg).__name__}")
         sigmas = flow_euler_sigmas(n, cfg.shift, cfg.num_train_timesteps)
         # float32 product, as diffusers multiplies the float32 sigma tensor by N.
-        object.__setattr__(self, "timesteps", frozen_array(sigmas * np.float32(cfg.num_train_timesteps), np.float32))
-        object.__setattr__(self, "sigmas", frozen_array(np.concatenate([sigmas, np.zeros(1, np.float32)]), np.float32))
-        object.__setattr__(self, "orders", frozen_array(np.ones(n), np.int32))
+        return sigmas * np.float32(cfg.num_train_timesteps), np.concatenate([sigmas, np.zeros(1, np.float32)]), \
+            np.ones(n)
 
     def model_timestep(self, step_index) -> jax.Array:
         """() float32: the transformer's timestep at step_index (a Python int or a traced int32)."""
