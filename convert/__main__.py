@@ -1,5 +1,7 @@
 """python -m convert to-jax SRC DST   # diffusers pipeline folder -> JAX folder (same layout, Flax params)
-python -m convert to-torch SRC DST     # JAX folder -> diffusers folder that diffusers.SanaVideoPipeline loads"""
+python -m convert to-torch SRC DST     # JAX folder -> diffusers folder that diffusers.SanaVideoPipeline loads
+python -m convert to-torch WORKDIR DST [--step N] [--ema]   # a training run's checkpoint -> a component folder
+                                       # (to-jax on a run writes the same component in JAX format)"""
 
 import argparse
 import sys
@@ -10,14 +12,25 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m convert", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("direction", choices=["to-jax", "to-torch"])
-    parser.add_argument("src", help="pipeline folder to read (has model_index.json)")
+    parser.add_argument("src", help="pipeline folder to read (has model_index.json), or a training run's workdir")
     parser.add_argument("dst", help="folder to write (replaced whole, atomically)")
+    parser.add_argument("--step", type=int, default=None, help="training run: the checkpoint step (default latest)")
+    parser.add_argument("--ema", action="store_true", help="training run: write the EMA params")
     args = parser.parse_args(argv)
 
+    from sana_jax.training.export import export_run, is_training_run
     from sana_jax.weights.pipeline_folder import FORMATS, convert_pipeline_folder
 
     start = time.perf_counter()
     try:
+        if is_training_run(args.src):
+            step = export_run(args.src, args.dst, step=args.step, ema=args.ema,
+                              format="diffusers" if args.direction == "to-torch" else "jax")
+            print(f"wrote {args.dst} (step {step}{' EMA' if args.ema else ''} of {args.src}) in "
+                  f"{time.perf_counter() - start:.1f} s")
+            return 0
+        if args.step is not None or args.ema:
+            raise ValueError(f"{args.src}: --step / --ema apply to a training run's workdir only")
         done = convert_pipeline_folder(args.src, args.dst, FORMATS[args.direction])
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

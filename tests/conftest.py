@@ -11,6 +11,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+# Eight simulated CPU devices for the sharding tests; single-device tests still run on device 0.
+jax.config.update("jax_num_cpu_devices", 8)
 
 torch = pytest.importorskip("torch")
 

@@ -1,0 +1,209 @@
+"""What is trained: a model, how its params start, the loss of one batch, and the batch's logical axes.
+
+``DiTTask``: the Linear DiT on (normalised latents, text embeddings) with the flow-matching objective — text-to-video,
+image-to-video (a clean first frame, unscored) and block-causal diffusion forcing.
+``AutoencoderTask``: a DC-AE on pixel video, reconstruction loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from sana_jax.components import REGISTRY, load_component
+from sana_jax.config import AutoencoderDCConfig, ComponentConfig, SanaVideoTransformerConfig
+from sana_jax.pipeline.stream import block_sizes as stream_block_sizes
+from sana_jax.training import objective as fm
+
+
+def _component_config(model_cfg, config_cls):
+    """The architecture: ``model.init_from`` (a component folder: its config.json and its weights) or
+    ``model.architecture`` (a dict of diffusers config.json keys)."""
+    if model_cfg.get("init_from"):
+        component = load_component(model_cfg.init_from)
+        if not isinstance(component.config, config_cls):
+            raise ValueError(f"model.init_from={model_cfg.init_from!r} holds a {component.class_name}; this task "
+                             f"trains a {config_cls.__name__}")
+        return component.config, component
+    if "architecture" not in model_cfg:
+        raise ValueError("the config needs model.architecture (diffusers config.json keys) or model.init_from")
+    arch = model_cfg.architecture
+    arch = arch.to_dict() if isinstance(arch, ml_collections.ConfigDict) else dict(arch)
+    return config_cls.from_dict(arch, source="model.architecture"), None
+
+
+@dataclasses.dataclass
+class DiTTask:
+    """Flow matching for the Linear DiT. ``batch``: latents (B, F, H, W, C) normalised, text_embeds (B, L, D),
+    text_mask (B, L). ``null_text``: the empty-caption conditioning (L, D), (L,) used for caption dropout."""
+
+    config: SanaVideoTransformerConfig
+    module: nn.Module
+    objective: Any  # ml_collections.ConfigDict: flow_shift, logit_mean, logit_std, caption_dropout, i2v_prob, ...
+    null_text: tuple[np.ndarray, np.ndarray]
+    pretrained: dict | None = None
+
+    batch_axes = {"latents": ("batch", "frames", None, None, None), "text_embeds": ("batch", None, None),
+                  "text_mask": ("batch", None)}
+
+    @classmethod
+    def from_config(cls, config, null_text):
+        m = config.model
+        arch, component = _component_config(m, SanaVideoTransformerConfig)
+        module = REGISTRY[arch.class_name].build(
+            arch, dtype=m.get("dtype", "float32"), param_dtype=m.get("param_dtype", "float32"),
+            scan_layers=m.get("scan_layers", True), remat_policy=m.get("remat_policy", "none"),
+            attention_implementation=m.get("attention_implementation", "auto"))
+        pretrained = None if component is None else component.params
+        if pretrained is not None and module.scan_layers:
+            from sana_jax.weights import rulebook, transformer as tw
+            flat = rulebook.stack_layers(rulebook.flatten(pretrained), tw.BLOCKS, arch.num_layers)
+            pretrained = rulebook.unflatten(flat)
+        return cls(arch, module, config.objective, null_text, pretrained)
+
+    def example_batch(self, batch: int, latent_shape, text_length: int) -> dict:
+        f, h, w, c = latent_shape
+        return {"latents": jax.ShapeDtypeStruct((batch, f, h, w, c), jnp.float32),
+                "text_embeds": jax.ShapeDtypeStruct((batch, text_length, self.config.caption_channels), jnp.float32),
+                "text_mask": jax.ShapeDtypeStruct((batch, text_length), jnp.int32)}
+
+    def minimal_batch(self) -> dict:
+        """The smallest batch the model accepts (params do not depend on the batch's size)."""
+        pt, ph, pw = self.config.patch
+        return self.example_batch(1, (pt, ph, pw, self.config.in_channels), 1)
+
+    def init(self, rng, batch: dict) -> dict:
+        """Params (boxed with their logical axis names), or the pretrained ones (boxed with the same names)."""
+        b = _one_example(batch)
+        t = jnp.zeros((1,), jnp.float32)
+        boxed = self.module.init(rng, b["latents"], t, b["text_embeds"], b["text_mask"])["params"]
+        if self.pretrained is None:
+            return boxed
+        return jax.tree_util.tree_map(lambda box, p: box.replace_boxed(jnp.asarray(p, box.value.dtype)),
+                                      boxed, self.pretrained, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+    def block_sizes(self, latent_frames: int) -> tuple[int, ...] | None:
+        k = int(self.objective.get("block_frames", 0))
+        return None if k <= 0 else stream_block_sizes(latent_frames // self.config.patch[0], k)
+
+    def model_inputs(self, batch, rng) -> dict:
+        """The noised batch: x_t, timestep ((B,) or per token frame (B, F')), text embeds/mask after caption
+        dropout, the velocity target and the loss weight (B, F, 1, 1, 1). rng draws the noise, the timesteps,
+        caption dropout and the image-to-video choice."""
+        obj = self.objective
+        x0 = batch["latents"].astype(jnp.float32)
+        b, f = x0.shape[:2]
+        pt = self.config.patch[0]
+        k_t, k_noise, k_drop, k_i2v = jax.random.split(rng, 4)
+        sigmas, timestep_map = (jnp.asarray(a) for a in fm.flow_sigmas(obj.get("flow_shift", 3.0)))
+        mean, std = obj.get("logit_mean", 0.0), obj.get("logit_std", 1.0)
+
+        blocks = self.block_sizes(f)
+        if blocks is None:
+            idx = jnp.broadcast_to(fm.logit_normal_indices(k_t, (b, 1), mean, std), (b, f // pt))
+        else:
+            probs = dict(obj.get("block_modes", {"incremental": 1.0}))
+            idx = jnp.repeat(fm.block_indices(k_t, b, len(blocks), probs, mean=mean, std=std),
+                             np.asarray(blocks), axis=1, total_repeat_length=f // pt)
+        i2v = jax.random.bernoulli(k_i2v, obj.get("i2v_prob", 0.0), (b,))
+        pinned = i2v[:, None] & (jnp.arange(f // pt) == 0)[None]          # (B, F'): a clean first frame
+        idx = jnp.where(pinned, 0, idx)
+        scored = ~pinned
+        if blocks is not None:  # a clean block (index 0: teacher forcing) is context, not a target
+            scored = scored & (idx > 0)
+
+        frame_idx = jnp.repeat(idx, pt, axis=1)                            # (B, F) per latent frame
+        noise = jax.random.normal(k_noise, x0.shape, jnp.float32)
+        x_t, target = fm.noised(x0, noise, sigmas[frame_idx][:, :, None, None, None])
+        timestep = timestep_map[idx]
+        if blocks is None and obj.get("i2v_prob", 0.0) == 0:
+            timestep = timestep[:, 0]
+
+        embeds, mask = batch["text_embeds"], batch["text_mask"]
+        drop = jax.random.bernoulli(k_drop, obj.get("caption_dropout", 0.1), (b,))
+        null_embeds, null_mask = (jnp.asarray(a) for a in self.null_text)
+        embeds = jnp.where(drop[:, None, None], null_embeds[None].astype(embeds.dtype), embeds)
+        mask = jnp.where(drop[:, None], null_mask[None].astype(mask.dtype), mask)
+        weight = jnp.repeat(scored, pt, axis=1)[:, :, None, None, None]
+        return {"x_t": x_t, "timestep": timestep, "text_embeds": embeds, "text_mask": mask, "target": target,
+                "weight": weight, "block_sizes": blocks}
+
+    def loss(self, params, batch, rng):
+        """(flow-matching loss, aux) for one batch."""
+        inp = self.model_inputs(batch, rng)
+        v = self.module.apply({"params": params}, inp["x_t"], inp["timestep"], inp["text_embeds"],
+                              inp["text_mask"], block_sizes=inp["block_sizes"])
+        return fm.masked_mse(v, inp["target"], inp["weight"]), {"timestep_mean": jnp.mean(inp["timestep"])}
+
+    def tokens(self, batch_shape) -> int:
+        """Video tokens per global batch (for tokens/s)."""
+        b, f, h, w, _ = batch_shape
+        pt, ph, pw = self.config.patch
+        return b * (f // pt) * (h // ph) * (w // pw)
+
+
+@dataclasses.dataclass
+class AutoencoderTask:
+    """A DC-AE trained to reconstruct pixel video: MSE + ``l1_weight`` * L1. ``batch``: video (B, F, H, W, 3)."""
+
+    config: AutoencoderDCConfig
+    module: nn.Module
+    objective: Any
+    pretrained: dict | None = None
+
+    batch_axes = {"video": ("batch", "frames", None, None, None)}
+
+    @classmethod
+    def from_config(cls, config, null_text=None):
+        m = config.model
+        arch, component = _component_config(m, AutoencoderDCConfig)
+        module = REGISTRY[arch.class_name].build(arch, dtype=m.get("dtype", "float32"),
+                                                 param_dtype=m.get("param_dtype", "float32"))
+        return cls(arch, module, config.objective, None if component is None else component.params)
+
+    def example_batch(self, batch: int, video_shape, text_length: int = 0) -> dict:
+        return {"video": jax.ShapeDtypeStruct((batch, *video_shape), jnp.float32)}
+
+    def minimal_batch(self) -> dict:
+        f = self.config.spatial_compression_ratio
+        return self.example_batch(1, (1, f, f, self.config.in_channels))
+
+    def init(self, rng, batch: dict) -> dict:
+        params = self.module.init(rng, _one_example(batch)["video"])["params"]
+        if self.pretrained is None:
+            return params
+        return jax.tree_util.tree_map(lambda a, p: jnp.asarray(p, a.dtype), nn.meta.unbox(params), self.pretrained)
+
+    def loss(self, params, batch, rng):
+        x = batch["video"].astype(jnp.float32)
+        recon = self.module.apply({"params": params}, x).astype(jnp.float32)
+        mse = jnp.mean(jnp.square(recon - x))
+        l1 = jnp.mean(jnp.abs(recon - x))
+        return mse + self.objective.get("l1_weight", 0.0) * l1, {"mse": mse, "l1": l1}
+
+    def tokens(self, batch_shape) -> int:
+        return int(np.prod(batch_shape[:2]))  # frames per global batch
+
+
+def _one_example(batch: dict) -> dict:
+    """Zeros shaped like one example of ``batch`` (arrays or ShapeDtypeStructs): enough to create params."""
+    return {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in batch.items()}
+
+
+TASKS = {"dit": DiTTask, "autoencoder": AutoencoderTask}
+
+
+def make_task(config, null_text=None):
+    if config.task not in TASKS:
+        raise ValueError(f"task={config.task!r}; expected one of {sorted(TASKS)}")
+    return TASKS[config.task].from_config(config, null_text)
+
+
+def component_config(task) -> ComponentConfig:
+    return task.config

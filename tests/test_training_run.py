@@ -1,0 +1,183 @@
+"""Whole training runs: exact resume, overfitting, skipped data, non-finite loss, SIGTERM, export, multi-host."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import imageio.v3 as iio
+import jax
+import numpy as np
+import pytest
+import torch
+
+from conftest import rel_err
+from sana_jax.training.checkpoint import Checkpointer
+from sana_jax.training.export import restore_params
+from sana_jax.training.trainer import NonFiniteLoss, train
+from training_fixture import REPO, load_config
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _losses(workdir) -> dict[int, float]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return {row["step"]: row["loss"] for row in map(json.loads, f)}
+
+
+def _params(workdir, step=None):
+    return jax.device_get(restore_params(workdir, step=step)[1])
+
+
+def _tiny(**overrides):
+    return load_config("tiny_smoke", log_every=1, **overrides)
+
+
+def test_twenty_steps_equal_ten_then_resume_then_ten_bit_for_bit(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(_tiny(total_steps=20, checkpoint_every=10), str(straight), progress=False)
+    first = train(_tiny(total_steps=10, checkpoint_every=10), str(resumed), progress=False)
+    assert first["step"] == 10
+    second = train(_tiny(total_steps=20, checkpoint_every=10), str(resumed), progress=False)
+    assert second["step"] == 20
+    a, b = _losses(straight), _losses(resumed)
+    assert sorted(a) == sorted(b) == list(range(1, 21))
+    assert all(a[s] == b[s] for s in a), {s: (a[s], b[s]) for s in a if a[s] != b[s]}
+    for x, y in zip(jax.tree_util.tree_leaves(_params(straight)), jax.tree_util.tree_leaves(_params(resumed))):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_tiny_smoke_overfits_a_fixed_batch(tmp_path):
+    config = _tiny(total_steps=60, checkpoint_every=60, **{
+        "data.num_examples": 8, "data.shuffle": False, "objective.caption_dropout": 0.0, "optim.lr": 3e-3})
+    train(config, str(tmp_path), progress=False)
+    losses = list(_losses(tmp_path).values())
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_resume_onto_a_different_mesh_continues_the_run(tmp_path):
+    straight, moved = tmp_path / "straight", tmp_path / "moved"
+    train(_tiny(total_steps=8, checkpoint_every=4), str(straight), progress=False)
+    train(_tiny(total_steps=4, checkpoint_every=4, mesh=dict(data=8)), str(moved), progress=False)
+    train(_tiny(total_steps=8, checkpoint_every=4, mesh=dict(data=2, fsdp=2, sequence=2)), str(moved),
+          progress=False)
+    a, b = _losses(straight), _losses(moved)
+    np.testing.assert_allclose([b[s] for s in range(1, 9)], [a[s] for s in range(1, 9)], rtol=1e-5)
+    for x, y in zip(jax.tree_util.tree_leaves(_params(straight)), jax.tree_util.tree_leaves(_params(moved))):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+
+
+def test_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = _tiny(total_steps=10, checkpoint_every=1, **{"optim.lr": 1e20, "optim.grad_clip": 0.0,
+                                                         "optim.warmup_steps": 0})
+    with pytest.raises(NonFiniteLoss, match="at step 2"):
+        train(config, str(tmp_path), progress=False)
+    steps = Checkpointer(tmp_path / "checkpoints", every=1, keep=1, read_only=True).all_steps()
+    assert steps == [1]
+    assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(_params(tmp_path)))
+
+
+def _write_clip(path, frames=9, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    video = np.repeat(rng.integers(0, 255, (1, size, size, 3), dtype=np.uint8), frames, axis=0)
+    iio.imwrite(path, video, fps=16, codec="libx264", macro_block_size=1)
+
+
+def test_autoencoder_run_skips_and_counts_a_corrupt_video(tmp_path):
+    for i in range(3):
+        _write_clip(tmp_path / f"clip{i}.mp4", seed=i)
+    (tmp_path / "broken.mp4").write_bytes(os.urandom(2000))
+    entries = [{"video": "clip0.mp4", "caption": "a"}, {"video": "broken.mp4", "caption": "b"},
+               {"video": "clip1.mp4", "caption": "c"}, {"video": "clip2.mp4", "caption": "d"}]
+    manifest = tmp_path / "clips.jsonl"
+    manifest.write_text("".join(json.dumps(e) + "\n" for e in entries))
+
+    config = load_config("dc_ae_video", total_steps=3, checkpoint_every=3, log_every=1, batch_size=8,
+                         **{"data.path": str(manifest), "data.height": 16, "data.width": 16, "data.frames": 1,
+                            "data.num_workers": 0, "model.dtype": "float32"})
+    from test_dc_ae import TINY
+    config.model.architecture = dict(TINY)
+    summary = train(config, str(tmp_path / "run"), progress=False)
+    # 8 rows per step from 3 readable clips: each pass over the 4 entries skips the broken one once.
+    assert summary["skipped"] >= 3 and summary["step"] == 3
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    assert rows[-1]["skipped"] == summary["skipped"] and all(np.isfinite(r["loss"]) for r in rows)
+
+
+def test_convert_to_torch_of_a_training_checkpoint_loads_in_diffusers(tmp_path):
+    from diffusers import SanaVideoTransformer3DModel
+
+    from convert.__main__ import main as convert_main
+    from sana_jax import load_component
+
+    train(_tiny(total_steps=2, checkpoint_every=2), str(tmp_path / "run"), progress=False)
+    assert convert_main(["to-torch", str(tmp_path / "run"), str(tmp_path / "out")]) == 0
+    ours = load_component(tmp_path / "out")
+    params = _params(tmp_path / "run")
+    torch_model = SanaVideoTransformer3DModel.from_pretrained(tmp_path / "out").eval()
+
+    rng = np.random.default_rng(0)
+    latents = rng.normal(size=(1, 4, 8, 8, 4)).astype(np.float32)
+    text = rng.normal(size=(1, 8, 16)).astype(np.float32)
+    t = np.array([500.0], np.float32)
+    with torch.no_grad():
+        ref = torch_model(torch.from_numpy(latents.transpose(0, 4, 1, 2, 3)), torch.from_numpy(text),
+                          torch.from_numpy(t), return_dict=False)[0].numpy().transpose(0, 2, 3, 4, 1)
+    out = np.asarray(ours(latents, t, text))
+    assert rel_err(out, ref) < 1e-5
+    # the exported weights are the checkpoint's
+    np.testing.assert_array_equal(np.asarray(ours.params["proj_out"]["kernel"]), params["proj_out"]["kernel"])
+
+
+def _train_cli(workdir, *flags, env=None, devices=8):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {}),
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    return subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), "--config",
+                             os.path.join(REPO, "configs", "tiny_smoke.py"), "--workdir", str(workdir), *flags],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    proc = _train_cli(tmp_path, "--config.total_steps=100000", "--config.checkpoint_every=100000",
+                      "--config.log_every=1")
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out[-3000:]
+    assert "SIGTERM: saved step" in out
+    steps = Checkpointer(tmp_path / "checkpoints", every=1, keep=1, read_only=True).all_steps()
+    assert len(steps) == 1 and steps[0] >= 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_to_the_losses_of_one_process(tmp_path):
+    flags = ("--config.total_steps=4", "--config.checkpoint_every=4", "--config.log_every=1")
+    single = _train_cli(tmp_path / "single", *flags)
+    port = _free_port()
+    procs = [_train_cli(tmp_path / "multi", *flags, devices=4,
+                        env={"JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
+                             "JAX_PROCESS_ID": str(i)}) for i in range(2)]
+    for p in [single, *procs]:
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, out[-3000:]
+    a, b = _losses(tmp_path / "single"), _losses(tmp_path / "multi")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    np.testing.assert_allclose([b[s] for s in a], [a[s] for s in a], rtol=1e-5)
+    assert Checkpointer(tmp_path / "multi" / "checkpoints", every=1, keep=1, read_only=True).all_steps() == [4]
