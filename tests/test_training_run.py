@@ -174,9 +174,13 @@ def test_two_processes_train_to_the_losses_of_one_process(tmp_path):
     procs = [_train_cli(tmp_path / "multi", *flags, devices=4,
                         env={"JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
                              "JAX_PROCESS_ID": str(i)}) for i in range(2)]
+    outs = []
     for p in [single, *procs]:
         out, _ = p.communicate(timeout=600)
         assert p.returncode == 0, out[-3000:]
+        outs.append(out)
+    assert "1 process(es), 8 devices" in outs[0]
+    assert "2 process(es), 8 devices" in outs[1] and "process(es)" not in outs[2]  # only process 0 reports
     a, b = _losses(tmp_path / "single"), _losses(tmp_path / "multi")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     np.testing.assert_allclose([b[s] for s in a], [a[s] for s in a], rtol=1e-5)

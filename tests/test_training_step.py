@@ -117,3 +117,56 @@ def test_mesh_needs_exactly_the_devices_it_names():
     with pytest.raises(ValueError, match="unknown"):
         mesh_lib.make_mesh(dict(pipeline=2))
     assert mesh_lib.make_mesh(dict(data=-1, tensor=2)).shape == {"data": 4, "fsdp": 1, "tensor": 2, "sequence": 1}
+
+
+def test_published_480p_recipe_builds_abstractly_with_fsdp_over_eight_devices():
+    config = load_config("sana_video_2b_480p")
+    task = make_task(config, (np.zeros((300, 2304), np.float32), np.ones((300,), np.int32)))
+    example = task.example_batch(8, (21, 60, 104, 16), 300)
+    optimizer = make_optimizer(config.optim)
+    program = ShardedStep(task, optimizer, learning_rate(config.optim), mesh_lib.make_mesh(dict(config.mesh)),
+                          mesh_lib.DEFAULT_RULES, example, seed=0)
+    count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(program.abstract.params))
+    print(f"SANA-Video 2B 480p: {count:,} trainable params")
+    assert count == 2_056_862_144
+    assert program.mesh.shape["fsdp"] == 8 and task.module.remat_policy == "full"
+    assert task.module.dtype == np.dtype("bfloat16") and task.module.param_dtype == np.dtype("float32")
+    leaves = zip(jax.tree_util.tree_leaves(program.abstract.params),
+                 jax.tree_util.tree_leaves(program.state_shardings.params))
+    sizes = [(int(np.prod(a.shape)), "fsdp" in jax.tree_util.tree_leaves(tuple(s.spec))) for a, s in leaves]
+    assert sum(n for n, fsdp in sizes if fsdp) > 0.99 * count  # ZeRO-3: all but norms and small vectors divided
+    schedule = learning_rate(config.optim)
+    assert float(schedule(0)) == 0.0 and float(schedule(250)) == pytest.approx(2.5e-5)
+    assert float(schedule(500)) == pytest.approx(5e-5) and float(schedule(10_000)) == pytest.approx(5e-5)
+
+
+def test_init_from_a_component_folder_starts_from_its_weights(tmp_path):
+    from sana_jax import load_component, save_component
+    from sana_jax.components import Component
+
+    config, task, optimizer, batch, example = _setup()
+    unscanned = task.module.clone(scan_layers=False)
+    flat = nn.meta.unbox(unscanned.init(jax.random.PRNGKey(7), batch["latents"][:1], np.zeros((1,), np.float32),
+                                        batch["text_embeds"][:1], batch["text_mask"][:1]))["params"]
+    save_component(Component(task.config.class_name, task.config, unscanned, flat), tmp_path / "transformer")
+    config.model.init_from = str(tmp_path / "transformer")
+    resumed = make_task(config, null_text(*TEXT))
+    program = ShardedStep(resumed, optimizer, learning_rate(config.optim), mesh_lib.make_mesh(dict(fsdp=8)),
+                          mesh_lib.DEFAULT_RULES, example, seed=0)
+    state = program.init()
+    got = state.params["transformer_blocks"]["attn1"]["to_q"]["kernel"]
+    for i in range(task.config.num_layers):
+        np.testing.assert_array_equal(np.asarray(got[i]), flat[f"transformer_blocks_{i}"]["attn1"]["to_q"]["kernel"])
+    assert load_component(tmp_path / "transformer").config == task.config
+
+
+def test_bf16_compute_keeps_fp32_master_params_and_the_fp32_loss():
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        config, task, optimizer, batch, example = _setup(**{"model.dtype": dtype})
+        program = ShardedStep(task, optimizer, learning_rate(config.optim), mesh_lib.make_mesh(dict(data=8)),
+                              mesh_lib.DEFAULT_RULES, example, seed=0, ema_decay=0.9)
+        state, metrics = program(program.init(), jax.device_put(batch, program.batch_shardings))
+        assert {x.dtype for x in jax.tree_util.tree_leaves(state.params)} == {np.dtype("float32")}
+        losses[dtype] = float(metrics["loss"])
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2)

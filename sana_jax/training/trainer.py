@@ -96,6 +96,8 @@ def train(config, workdir: str, *, distributed_mode: str = "auto", devices=None,
             print(f"resumed from {checkpoints.directory} step {start}")
     if is_main:
         write_run_config(config, task, workdir)
+        print(f"{jax.process_count()} process(es), {jax.device_count()} devices, mesh "
+              f"{dict(program.mesh.shape)}, global batch {config.batch_size}")
     writer = MetricsWriter(workdir, enabled=is_main, resume_step=start)
 
     stop = {"signal": False}
