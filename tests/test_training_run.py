@@ -185,3 +185,29 @@ def test_two_processes_train_to_the_losses_of_one_process(tmp_path):
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     np.testing.assert_allclose([b[s] for s in a], [a[s] for s in a], rtol=1e-5)
     assert Checkpointer(tmp_path / "multi" / "checkpoints", every=1, keep=1, read_only=True).all_steps() == [4]
+
+
+def test_dit_run_from_a_precomputed_latent_cache_fine_tunes_a_diffusers_transformer(tmp_path):
+    from pipeline_fixture import build_tiny_pipeline
+    from sana_jax import load_component
+    from sana_jax.training.data import precompute_latent_cache
+
+    build_tiny_pipeline(tmp_path / "pipe")
+    for i in range(4):
+        _write_clip(tmp_path / f"clip{i}.mp4", seed=i)
+    manifest = tmp_path / "clips.jsonl"
+    manifest.write_text("".join(json.dumps({"video": f"clip{i}.mp4", "caption": f"clip number {i}"}) + "\n"
+                                for i in range(4)))
+    precompute_latent_cache(manifest, str(tmp_path / "pipe"), tmp_path / "cache", height=16, width=16, frames=5,
+                            fps=16, progress=False)
+    config = _tiny(total_steps=2, checkpoint_every=2, batch_size=8, **{
+        "model.init_from": str(tmp_path / "pipe" / "transformer"), "objective.i2v_prob": 0.5})
+    config.data = load_config("sana_video_2b_480p").data
+    config.data.update(path=str(tmp_path / "cache"), num_workers=0, prefetch=1)
+    summary = train(config, str(tmp_path / "run"), progress=False)
+    assert summary["step"] == 2 and np.isfinite(summary["loss"])
+    start = load_component(tmp_path / "pipe" / "transformer")
+    assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())["caption_channels"] == 32
+    trained = _params(tmp_path / "run")["caption_norm"]["scale"]
+    moved = np.abs(trained - np.asarray(start.params["caption_norm"]["scale"])).max()
+    assert 0 < moved < 0.01  # two small AdamW steps from the diffusers weights, not from a fresh init

@@ -28,9 +28,14 @@ def is_training_run(path: str | os.PathLike) -> bool:
 
 
 def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+    """The run's experiment config, its architecture being the component it trained (``model/config.json``,
+    which ``model.init_from`` may have supplied); the weights come from the checkpoint."""
     with open(os.path.join(workdir, "config.json")) as f:
         config = ml_collections.ConfigDict(json.load(f))
-    config.model.init_from = ""  # the weights come from the checkpoint
+    with open(os.path.join(workdir, "model", "config.json")) as f:
+        architecture = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+    config.model.init_from = ""
+    config.model.architecture = architecture
     return config
 
 

@@ -133,6 +133,9 @@ def train(config, workdir: str, *, distributed_mode: str = "auto", devices=None,
                     row["mfu"] = rate * flops / (peak * jax.device_count())
                 writer.write(step, row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
+            if step == start + 1:  # the first step is mostly compilation: rates count from its end
+                jax.block_until_ready(metrics["loss"])
+                window = (time.perf_counter(), step)
             bar.update(1)
             if checkpoints.should_save(step) or step == total or preempted:
                 checkpoints.save(step, state, data.get_state(), force=True)
