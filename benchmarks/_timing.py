@@ -12,3 +12,15 @@ def median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_median_times(fns, repeats: int) -> list[float]:
+    """Median wall time of each of ``fns`` over ``repeats`` rounds that call every one in turn, so a change in the
+    machine's load during the measurement falls on all of them alike (warm up before calling this)."""
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, acc in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - start)
+    return [statistics.median(acc) for acc in times]

@@ -168,8 +168,7 @@ class GLUMBTempConv(nn.Module):
             (3, 3, 2 * self.hidden), self.param_dtype)
         bias = self.param("conv_depth_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
                           (2 * self.hidden,), self.param_dtype)
-        y = depthwise_conv2d(y.reshape(b * f, h, w, -1), kernel.astype(y.dtype), bias.astype(y.dtype))
-        y = y.reshape(b, f, h, w, -1)
+        y = depthwise_conv2d(y, kernel.astype(y.dtype), bias.astype(y.dtype))
         value, gate = jnp.split(y, 2, axis=-1)
         y = value * nn.silu(gate)
         y = dense(d, ("mlp", "embed"), use_bias=False, name="conv_point", **kw)(y)

@@ -11,15 +11,17 @@ import numpy as np
 
 
 def depthwise_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None = None) -> jnp.ndarray:
-    """Depthwise 'same' conv with zero padding. x: (B, H, W, C); kernel: (kh, kw, C) with odd kh, kw."""
+    """Depthwise 'same' conv with zero padding over the H, W axes. x: (..., H, W, C); kernel: (kh, kw, C) with odd
+    kh, kw. Leading axes (batch, frames) stay separate, so a sharding along them is kept as it is."""
     kh, kw, _ = kernel.shape
     ph, pw = kh // 2, kw // 2
-    _, h, w, _ = x.shape
-    xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    h, w = x.shape[-3:-1]
+    lead = ((0, 0),) * (x.ndim - 3)
+    xp = jnp.pad(x, (*lead, (ph, ph), (pw, pw), (0, 0)))
     out = None
     for i in range(kh):
         for j in range(kw):
-            term = xp[:, i:i + h, j:j + w, :] * kernel[i, j]
+            term = xp[..., i:i + h, j:j + w, :] * kernel[i, j]
             out = term if out is None else out + term
     if bias is not None:
         out = out + bias
@@ -35,9 +37,15 @@ def temporal_conv(x: jnp.ndarray, kernel: jnp.ndarray, left: jnp.ndarray | None 
     frame 0, and with ``block_sizes`` (frames per block, summing to F) the last frame of each block sees a zero
     next frame instead of the next block's first.
     """
-    zeros = jnp.zeros_like(x[:, :1])
-    prev = jnp.concatenate([zeros if left is None else left.astype(x.dtype), x[:, :-1]], axis=1)
-    nxt = jnp.concatenate([x[:, 1:], zeros], axis=1)
+    f = x.shape[1]
+    # Shifts as pad + slice (not concatenate), so frames sharded across devices exchange one frame with each
+    # neighbour instead of being re-laid out.
+    pad = [(0, 0)] * x.ndim
+    pad[1] = (1, 1)
+    padded = jnp.pad(x, pad)
+    prev, nxt = padded[:, :f], padded[:, 2:]
+    if left is not None:
+        prev = prev.at[:, :1].set(left.astype(x.dtype))
     if block_sizes is not None and len(block_sizes) > 1:
         if sum(block_sizes) != x.shape[1]:
             raise ValueError(f"block_sizes {block_sizes} must sum to the {x.shape[1]} frames")
