@@ -26,7 +26,11 @@ DEFAULT_RULES = (
     ("batch", ("data", "fsdp")),
     ("frames", "sequence"),
     ("embed", "fsdp"),
+    # A param with no `embed` axis (the FFN's depthwise kernel, q/k norm scales) divides its `mlp` / `heads` axis
+    # over tensor x fsdp, so fsdp divides every matrix; one that has `embed` keeps fsdp there.
+    ("mlp", ("tensor", "fsdp")),
     ("mlp", "tensor"),
+    ("heads", ("tensor", "fsdp")),
     ("heads", "tensor"),
     ("height", None),
     ("width", None),
