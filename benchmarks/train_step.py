@@ -305,17 +305,15 @@ def traffic_vs_sequence(progress) -> dict:
 
 def per_layer_sizes(n: int) -> dict:
     """Per device on mesh {sequence: n, data: 8/n}, in bytes: one layer's token activations (B' x N' x D), its
-    linear-attention state S + z (B' x heads x d x (d + 1)), one frame of tokens (the temporal conv's halo), and
-    the FFN's hidden activation over all frames (B' x N x 2 x hidden)."""
+    linear-attention state S + z (B' x heads x d x (d + 1)) and one frame of tokens (the temporal conv's halo)."""
     f, h, w, _ = LATENTS
     pt, ph, pw = ARCH["patch_size"]
     b = MESH_BATCH // (DEVICES // n)
     frame = (h // ph) * (w // pw)
     d, heads = ARCH["attention_head_dim"], ARCH["num_attention_heads"]
     dim = heads * d
-    hidden = 2 * int(ARCH["mlp_ratio"] * dim)
     return {"activations": b * (f // pt // n) * frame * dim * 4, "state": b * heads * d * (d + 1) * 4,
-            "frame": b * frame * dim * 4, "ffn_all_frames": b * (f // pt) * frame * hidden * 4}
+            "frame": b * frame * dim * 4}
 
 
 # --- report -------------------------------------------------------------------------------------------------------
@@ -442,15 +440,10 @@ def main():
              f"linear-attention state all-reduce is {total(fwd, is_attention_state) / MB:.2f} MB ({layers} layers x "
              f"{size['state'] / MB:.3f} MB, whatever the video length). The largest part is {top_kind} at "
              f"'{top_source}', {top_b / MB:.2f} MB ({top_b / totals['forward', last]:.0%})."]
-    if "ff/reshape" in top_source and top_kind == "all-gather":
-        lines.append(f"That is the FFN's hidden activation over all frames ({layers} x "
-                     f"{size['ffn_all_frames'] / MB:.2f} MB = B' x F' x H' x W' x 2 hidden x 4): GLUMBTempConv "
-                     "merges (B, F) into one axis for the depthwise 3x3 conv, a layout the partitioner cannot keep "
-                     "split along frames, so every device gathers the whole sequence's FFN hidden.")
     def temporal(n):
         return total(t["forward"][n], lambda k, s: k in ("all-to-all", "collective-permute") and "/ff/" in s)
 
-    lines.append("The FFN's temporal conv (all-to-all at its concatenate + collective-permute) moves "
+    lines.append("The FFN's collectives (the temporal conv's halo exchange) move "
                  + ", ".join(f"{temporal(n) / MB:.2f} MB at sequence {n} (one frame to each neighbour: "
                              f"{2 * layers * per_layer_sizes(n)['frame'] / MB:.2f})" for n in SIZES[1:]) + ".")
     lines.append(f"Step: the gradient all-reduce is {', '.join(f'{grads[n] / MB:.2f}' for n in SIZES)} MB at "

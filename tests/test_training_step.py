@@ -170,3 +170,22 @@ def test_bf16_compute_keeps_fp32_master_params_and_the_fp32_loss():
         assert {x.dtype for x in jax.tree_util.tree_leaves(state.params)} == {np.dtype("float32")}
         losses[dtype] = float(metrics["loss"])
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2)
+
+
+def test_sequence_sharded_forward_moves_only_attention_sums_and_frame_halos():
+    """Sharding video frames needs no gather: linear attention all-reduces its (d x d) sums and the FFN's temporal
+    conv swaps one frame with each neighbour (collective-permute). An all-gather or all-to-all would mean some
+    layer re-lays out the whole sequence."""
+    import re
+
+    config, task, optimizer, batch, example = _setup(**{"model.scan_layers": False})
+    program = ShardedStep(task, optimizer, learning_rate(config.optim), mesh_lib.make_mesh(dict(sequence=8)),
+                          mesh_lib.DEFAULT_RULES, example, seed=0)
+    state = program.init()
+    with program.context():
+        forward = jax.jit(lambda p, b: task.loss(p, b, jax.random.PRNGKey(0))[0],
+                          in_shardings=(program.state_shardings.params, program.batch_shardings))
+        hlo = forward.lower(state.params, jax.device_put(batch, program.batch_shardings)).compile().as_text()
+    kinds = re.findall(r" (all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)(?:-start)?\(", hlo)
+    assert "all-gather" not in kinds and "all-to-all" not in kinds, sorted(set(kinds))
+    assert kinds.count("collective-permute") >= 2 * task.config.num_layers and "all-reduce" in kinds

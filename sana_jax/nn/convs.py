@@ -37,15 +37,14 @@ def temporal_conv(x: jnp.ndarray, kernel: jnp.ndarray, left: jnp.ndarray | None 
     frame 0, and with ``block_sizes`` (frames per block, summing to F) the last frame of each block sees a zero
     next frame instead of the next block's first.
     """
-    f = x.shape[1]
-    # Shifts as pad + slice (not concatenate), so frames sharded across devices exchange one frame with each
-    # neighbour instead of being re-laid out.
-    pad = [(0, 0)] * x.ndim
-    pad[1] = (1, 1)
-    padded = jnp.pad(x, pad)
-    prev, nxt = padded[:, :f], padded[:, 2:]
-    if left is not None:
-        prev = prev.at[:, :1].set(left.astype(x.dtype))
+    # Shifts as slice + pad (not concatenate, nor pad + slice): frames sharded across devices then exchange one
+    # frame with each neighbour (measured in benchmarks/train_step.py) instead of being re-laid out.
+    rest = [(0, 0)] * (x.ndim - 2)
+    if left is None:
+        prev = jnp.pad(x[:, :-1], [(0, 0), (1, 0), *rest])
+    else:
+        prev = jnp.concatenate([left.astype(x.dtype), x[:, :-1]], axis=1)
+    nxt = jnp.pad(x[:, 1:], [(0, 0), (0, 1), *rest])
     if block_sizes is not None and len(block_sizes) > 1:
         if sum(block_sizes) != x.shape[1]:
             raise ValueError(f"block_sizes {block_sizes} must sum to the {x.shape[1]} frames")
