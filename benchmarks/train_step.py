@@ -46,8 +46,6 @@ ARCH = dict(  # diffusers SanaVideoTransformer3DModel config.json keys
 LATENTS = (8, 16, 16, 16)     # latent frames, height, width, channels (channels-last)
 TEXT = (32, 64)               # text tokens, caption channels
 TIMING_BATCH, MESH_BATCH = 2, 8
-RECIPE = {"optim.lr": 5e-5, "optim.b1": 0.9, "optim.b2": 0.999, "optim.eps": 1e-10, "optim.weight_decay": 0.0,
-          "optim.grad_clip": 0.1, "optim.warmup_steps": 0, "optim.ema_decay": 0.0}
 SIZES = (1, 2, 4, 8)
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
 MB = 1e6
@@ -64,9 +62,12 @@ def dit_task(**overrides):
     """(config, DiTTask) of the small DiT with the published optimiser numbers."""
     from training_fixture import load_config, null_text
 
+    from sana_jax.training import recipes
     from sana_jax.training.tasks import make_task
 
-    config = load_config("tiny_smoke", **{"model.architecture": ARCH, **RECIPE, **overrides})
+    # the published optimiser, without warm-up so every timed step runs at the recipe's lr
+    config = load_config("tiny_smoke", **{"model.architecture": ARCH, "optim": recipes.adamw(warmup_steps=0),
+                                          **overrides})
     return config, make_task(config, null_text(*TEXT))
 
 

@@ -8,6 +8,7 @@ import dataclasses
 import ml_collections
 
 from sana_jax.config import SANA_DC_AE_F32C32
+from sana_jax.training import recipes
 
 
 def _json_ready(value):
@@ -36,15 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.objective = ml_collections.ConfigDict()
     c.objective.l1_weight = 1.0
 
-    c.optim = ml_collections.ConfigDict()
-    c.optim.lr = 1e-4
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-    c.optim.eps = 1e-8
-    c.optim.weight_decay = 0.0
-    c.optim.warmup_steps = 1000
-    c.optim.grad_clip = 1.0
-    c.optim.ema_decay = 0.0
+    c.optim = recipes.adamw(lr=1e-4, eps=1e-8, warmup_steps=1000, grad_clip=1.0)
 
     c.mesh = dict(data=-1, fsdp=1, tensor=1, sequence=1)
     c.mesh_rules = ()

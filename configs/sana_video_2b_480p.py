@@ -15,6 +15,7 @@ import dataclasses
 import ml_collections
 
 from sana_jax.config import SANA_VIDEO_2B_480P
+from sana_jax.training import recipes
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -38,24 +39,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.remat_policy = "full"
     c.model.attention_implementation = "auto"
 
-    c.objective = ml_collections.ConfigDict()
-    c.objective.flow_shift = 3.0
-    c.objective.logit_mean = 0.0
-    c.objective.logit_std = 1.0
-    c.objective.caption_dropout = 0.1
-    c.objective.i2v_prob = 0.0
-    c.objective.block_frames = 0
-    c.objective.block_modes = dict(incremental=1.0)
-
-    c.optim = ml_collections.ConfigDict()
-    c.optim.lr = 5e-5
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-    c.optim.eps = 1e-10
-    c.optim.weight_decay = 0.0
-    c.optim.warmup_steps = 500
-    c.optim.grad_clip = 0.1
-    c.optim.ema_decay = 0.0
+    c.objective = recipes.flow_matching()
+    c.optim = recipes.adamw()
 
     c.mesh = dict(data=1, fsdp=-1, tensor=1, sequence=1)
     c.mesh_rules = ()

@@ -6,6 +6,8 @@
 
 import ml_collections
 
+from sana_jax.training import recipes
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -31,24 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.remat_policy = "none"
     c.model.attention_implementation = "xla"
 
-    c.objective = ml_collections.ConfigDict()
-    c.objective.flow_shift = 3.0
-    c.objective.logit_mean = 0.0
-    c.objective.logit_std = 1.0
-    c.objective.caption_dropout = 0.1
-    c.objective.i2v_prob = 0.0
-    c.objective.block_frames = 0            # > 0: block-causal diffusion forcing, blocks of this many latent frames
-    c.objective.block_modes = dict(incremental=1.0)
-
-    c.optim = ml_collections.ConfigDict()
-    c.optim.lr = 1e-3
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-    c.optim.eps = 1e-10
-    c.optim.weight_decay = 0.0
-    c.optim.warmup_steps = 5
-    c.optim.grad_clip = 1.0
-    c.optim.ema_decay = 0.0                 # > 0 keeps an EMA of the params
+    c.objective = recipes.flow_matching()   # block_frames > 0: block-causal diffusion forcing
+    c.optim = recipes.adamw(lr=1e-3, warmup_steps=5, grad_clip=1.0)
 
     c.mesh = dict(data=-1, fsdp=1, tensor=1, sequence=1)
     c.mesh_rules = ()                       # () = sana_jax.training.mesh.DEFAULT_RULES

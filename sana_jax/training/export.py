@@ -48,7 +48,7 @@ def restore_params(workdir: str | os.PathLike, *, step: int | None = None, ema: 
     task = make_task(config, null)
     program = ShardedStep(task, make_optimizer(config.optim), learning_rate(config.optim),
                           mesh_lib.make_mesh({}, jax.devices()[:1]), mesh_lib.DEFAULT_RULES, task.minimal_batch(),
-                          seed=config.seed, ema_decay=float(config.optim.get("ema_decay", 0.0)))
+                          seed=config.seed, ema_decay=float(config.optim.ema_decay))
     checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), every=1, keep=1, read_only=True)
     step = checkpoints.latest_step() if step is None else step
     if step is None:

@@ -26,17 +26,17 @@ class TrainState:
 
 def learning_rate(optim) -> optax.Schedule:
     """Linear warm-up from 0 over ``warmup_steps``, then constant ``lr``."""
-    lr, warmup = float(optim.lr), int(optim.get("warmup_steps", 0))
+    lr, warmup = float(optim.lr), int(optim.warmup_steps)
     if warmup <= 0:
         return optax.constant_schedule(lr)
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
 
 
 def make_optimizer(optim) -> optax.GradientTransformation:
-    """``optim``: lr, b1, b2, eps, weight_decay, warmup_steps, grad_clip (0 = off)."""
-    adamw = optax.adamw(learning_rate(optim), b1=optim.get("b1", 0.9), b2=optim.get("b2", 0.999),
-                        eps=optim.get("eps", 1e-10), weight_decay=optim.get("weight_decay", 0.0))
-    clip = float(optim.get("grad_clip", 0.0))
+    """``optim``: the keys of ``sana_jax.training.recipes.adamw()``; grad_clip 0 = off."""
+    adamw = optax.adamw(learning_rate(optim), b1=optim.b1, b2=optim.b2, eps=optim.eps,
+                        weight_decay=optim.weight_decay)
+    clip = float(optim.grad_clip)
     return optax.chain(optax.clip_by_global_norm(clip), adamw) if clip > 0 else adamw
 
 

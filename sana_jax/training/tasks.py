@@ -17,9 +17,11 @@ import ml_collections
 import numpy as np
 
 from sana_jax.components import REGISTRY, load_component
-from sana_jax.config import AutoencoderDCConfig, ComponentConfig, SanaVideoTransformerConfig
+from sana_jax.config import AutoencoderDCConfig, SanaVideoTransformerConfig
 from sana_jax.pipeline.stream import block_sizes as stream_block_sizes
 from sana_jax.training import objective as fm
+from sana_jax.weights import rulebook
+from sana_jax.weights import transformer as transformer_weights
 
 
 def _component_config(model_cfg, config_cls):
@@ -45,7 +47,7 @@ class DiTTask:
 
     config: SanaVideoTransformerConfig
     module: nn.Module
-    objective: Any  # ml_collections.ConfigDict: flow_shift, logit_mean, logit_std, caption_dropout, i2v_prob, ...
+    objective: Any  # ml_collections.ConfigDict: sana_jax.training.recipes.flow_matching() keys
     null_text: tuple[np.ndarray, np.ndarray]
     pretrained: dict | None = None
 
@@ -62,8 +64,7 @@ class DiTTask:
             attention_implementation=m.get("attention_implementation", "auto"))
         pretrained = None if component is None else component.params
         if pretrained is not None and module.scan_layers:
-            from sana_jax.weights import rulebook, transformer as tw
-            flat = rulebook.stack_layers(rulebook.flatten(pretrained), tw.BLOCKS, arch.num_layers)
+            flat = rulebook.stack_layers(rulebook.flatten(pretrained), transformer_weights.BLOCKS, arch.num_layers)
             pretrained = rulebook.unflatten(flat)
         return cls(arch, module, config.objective, null_text, pretrained)
 
@@ -89,7 +90,7 @@ class DiTTask:
                                       boxed, self.pretrained, is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
     def block_sizes(self, latent_frames: int) -> tuple[int, ...] | None:
-        k = int(self.objective.get("block_frames", 0))
+        k = int(self.objective.block_frames)
         return None if k <= 0 else stream_block_sizes(latent_frames // self.config.patch[0], k)
 
     def model_inputs(self, batch, rng) -> dict:
@@ -101,17 +102,17 @@ class DiTTask:
         b, f = x0.shape[:2]
         pt = self.config.patch[0]
         k_t, k_noise, k_drop, k_i2v = jax.random.split(rng, 4)
-        sigmas, timestep_map = (jnp.asarray(a) for a in fm.flow_sigmas(obj.get("flow_shift", 3.0)))
-        mean, std = obj.get("logit_mean", 0.0), obj.get("logit_std", 1.0)
+        sigmas, timestep_map = (jnp.asarray(a) for a in fm.flow_sigmas(obj.flow_shift))
+        mean, std = obj.logit_mean, obj.logit_std
 
         blocks = self.block_sizes(f)
         if blocks is None:
             idx = jnp.broadcast_to(fm.logit_normal_indices(k_t, (b, 1), mean, std), (b, f // pt))
         else:
-            probs = dict(obj.get("block_modes", {"incremental": 1.0}))
+            probs = dict(obj.block_modes)
             idx = jnp.repeat(fm.block_indices(k_t, b, len(blocks), probs, mean=mean, std=std),
                              np.asarray(blocks), axis=1, total_repeat_length=f // pt)
-        i2v = jax.random.bernoulli(k_i2v, obj.get("i2v_prob", 0.0), (b,))
+        i2v = jax.random.bernoulli(k_i2v, obj.i2v_prob, (b,))
         pinned = i2v[:, None] & (jnp.arange(f // pt) == 0)[None]          # (B, F'): a clean first frame
         idx = jnp.where(pinned, 0, idx)
         scored = ~pinned
@@ -122,11 +123,11 @@ class DiTTask:
         noise = jax.random.normal(k_noise, x0.shape, jnp.float32)
         x_t, target = fm.noised(x0, noise, sigmas[frame_idx][:, :, None, None, None])
         timestep = timestep_map[idx]
-        if blocks is None and obj.get("i2v_prob", 0.0) == 0:
+        if blocks is None and obj.i2v_prob == 0:
             timestep = timestep[:, 0]
 
         embeds, mask = batch["text_embeds"], batch["text_mask"]
-        drop = jax.random.bernoulli(k_drop, obj.get("caption_dropout", 0.1), (b,))
+        drop = jax.random.bernoulli(k_drop, obj.caption_dropout, (b,))
         null_embeds, null_mask = (jnp.asarray(a) for a in self.null_text)
         embeds = jnp.where(drop[:, None, None], null_embeds[None].astype(embeds.dtype), embeds)
         mask = jnp.where(drop[:, None], null_mask[None].astype(mask.dtype), mask)
@@ -185,7 +186,7 @@ class AutoencoderTask:
         recon = self.module.apply({"params": params}, x).astype(jnp.float32)
         mse = jnp.mean(jnp.square(recon - x))
         l1 = jnp.mean(jnp.abs(recon - x))
-        return mse + self.objective.get("l1_weight", 0.0) * l1, {"mse": mse, "l1": l1}
+        return mse + self.objective.l1_weight * l1, {"mse": mse, "l1": l1}
 
     def tokens(self, batch_shape) -> int:
         return int(np.prod(batch_shape[:2]))  # frames per global batch
@@ -203,7 +204,3 @@ def make_task(config, null_text=None):
     if config.task not in TASKS:
         raise ValueError(f"task={config.task!r}; expected one of {sorted(TASKS)}")
     return TASKS[config.task].from_config(config, null_text)
-
-
-def component_config(task) -> ComponentConfig:
-    return task.config

@@ -45,15 +45,15 @@ def build(config, *, devices=None):
     mesh = mesh_lib.make_mesh(dict(config.mesh), devices)
     program = ShardedStep(task, make_optimizer(config.optim), learning_rate(config.optim), mesh,
                           mesh_lib.rules_from(config.get("mesh_rules", ())), example, seed=config.seed,
-                          ema_decay=float(config.optim.get("ema_decay", 0.0)))
+                          ema_decay=float(config.optim.ema_decay))
     return task, program, data
 
 
 def _global_example(task, config, data) -> dict:
     """The global batch's shapes, read from one batch of a throwaway iterator (the real one is not advanced)."""
-    probe = make_iterator(config.data, batch_size=config.batch_size, process_index=jax.process_index(),
-                          process_count=jax.process_count())
-    local = next(probe)
+    with make_iterator(config.data, batch_size=config.batch_size, process_index=jax.process_index(),
+                       process_count=jax.process_count()) as probe:
+        local = next(probe)
     missing = sorted(set(task.batch_axes) - set(local))
     if missing:
         raise ValueError(f"data.source={config.data.source!r} gives {sorted(local)}; task {config.task!r} needs "
@@ -149,6 +149,7 @@ def train(config, workdir: str, *, distributed_mode: str = "auto", devices=None,
         checkpoints.wait()
         checkpoints.close()
         writer.close()
+        data.close()
     if is_main:
         print(f"trained to step {step} in {workdir} (metrics.jsonl, tensorboard/, checkpoints/); "
               f"{data.skipped} unreadable examples skipped")
