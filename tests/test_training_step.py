@@ -164,9 +164,10 @@ def test_bf16_compute_keeps_fp32_master_params_and_the_fp32_loss():
     losses = {}
     for dtype in ("float32", "bfloat16"):
         config, task, optimizer, batch, example = _setup(**{"model.dtype": dtype})
-        program = ShardedStep(task, optimizer, learning_rate(config.optim), mesh_lib.make_mesh(dict(data=8)),
-                              mesh_lib.DEFAULT_RULES, example, seed=0, ema_decay=0.9)
-        state, metrics = program(program.init(), jax.device_put(batch, program.batch_shardings))
+        state = jax.jit(lambda: nn.meta.unbox(init_state(task, optimizer, batch, config.seed, True)))()
+        step = jax.jit(functools.partial(train_step, task=task, optimizer=optimizer,
+                                         schedule=learning_rate(config.optim), ema_decay=0.9))
+        state, metrics = step(state, batch)
         assert {x.dtype for x in jax.tree_util.tree_leaves(state.params)} == {np.dtype("float32")}
         losses[dtype] = float(metrics["loss"])
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2)
