@@ -121,7 +121,7 @@ def train(config, workdir: str, *, distributed_mode: str = "auto", devices=None,
             if pending is not None:
                 last_loss = _check_finite(*pending)
             pending = (step, metrics)
-            preempted = _agree(stop["signal"])
+            preempted = _agree(stop["signal"]) or checkpoints.reached_preemption(step)
             if step % log_every == 0 or step == total or checkpoints.should_save(step) or preempted:
                 last_loss = _check_finite(*pending)
                 now = time.perf_counter()
