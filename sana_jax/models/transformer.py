@@ -22,6 +22,8 @@ import numpy as np
 
 from sana_jax.config import SanaVideoTransformerConfig
 from sana_jax.kernels import linear_attention
+from sana_jax.kernels.linear_attention import resolve as resolve_attention
+from sana_jax.kernels.linear_attention import sharded_linear_attention
 from sana_jax.nn import RMSNorm, VideoRope, dense, depthwise_conv2d, layer_norm, temporal_conv
 
 REMAT_POLICIES = {
@@ -85,7 +87,7 @@ class LinearSelfAttention(nn.Module):
             k = RMSNorm(1e-5, axis_name="heads", param_dtype=self.param_dtype, name="norm_k")(k)
         split = lambda a: a.reshape(a.shape[0], a.shape[1], self.heads, self.head_dim)
         q, k, v = split(q), split(k), split(v)
-        attend = functools.partial(linear_attention, eps=self.eps, implementation=self.implementation)
+        attend = _attention_op(self.implementation, self.eps)
         if state is not None:
             out, state = attend(q, k, v, rope, initial_state=state, return_state=True)
         elif block_sizes is None or len(block_sizes) == 1:
@@ -94,6 +96,24 @@ class LinearSelfAttention(nn.Module):
             out = _block_causal(attend, q, k, v, rope, block_sizes, shape[2] * shape[3])
         out = dense(shape[-1], ("heads", "embed"), name="to_out", **kw)(out.reshape(*tokens.shape[:2], inner))
         return out.reshape(shape), state
+
+
+def _attention_op(implementation: str, eps: float):
+    """The linear-attention call. A Pallas kernel is opaque to XLA's partitioner: under a device mesh it runs per
+    device inside ``shard_map``, batch and heads split as the logical rules say and video frames split along the
+    sequence axis (only the attention sums cross devices)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if resolve_attention(implementation) != "pallas" or mesh.empty or mesh.size == 1:
+        return functools.partial(linear_attention, eps=eps, implementation=implementation)
+    from sana_jax.kernels.linear_attention._pallas import linear_attention_pallas
+
+    # The tokens (B, N, H, d) as the rules lay them out (N is frame-major, so it is split like the frames).
+    batch, sequence, heads = (() if a is None else (a,) if isinstance(a, str) else tuple(a)
+                              for a in nn.logical_to_mesh_axes(("batch", "frames", "heads")))
+    if len(sequence) > 1:
+        raise ValueError(f"logical axis 'frames' maps to mesh axes {sequence}; the Pallas linear attention takes one")
+    return functools.partial(sharded_linear_attention, linear_attention_pallas, mesh=mesh, batch_axes=batch,
+                             head_axes=heads, sequence_axis=sequence[0] if sequence else None, eps=eps)
 
 
 def _block_causal(attend, q, k, v, rope, block_sizes, tokens_per_frame):

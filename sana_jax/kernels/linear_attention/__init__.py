@@ -12,9 +12,22 @@ State layout: S (B, H, d_v, d) with S[b, h, i, j] = Σ v[i]·R(φ(k))[j]; z (B, 
 
 from __future__ import annotations
 
+import jax
+
+from sana_jax.kernels.linear_attention._sharded import sharded_linear_attention
 from sana_jax.kernels.linear_attention._xla import linear_attention_xla
 
 IMPLEMENTATIONS = ("auto", "xla", "pallas")
+
+
+def resolve(implementation: str) -> str:
+    """"auto": the Pallas kernel on TPU; XLA elsewhere (CPU, where Pallas only interprets; and GPU, which has no
+    Mosaic-GPU kernel yet)."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation={implementation!r}; expected one of {IMPLEMENTATIONS}")
+    if implementation == "auto":
+        return "pallas" if jax.default_backend() == "tpu" else "xla"
+    return implementation
 
 
 def linear_attention(q, k, v, rope=None, *, chunk_size=None, initial_state=None, return_state=False,
@@ -22,14 +35,15 @@ def linear_attention(q, k, v, rope=None, *, chunk_size=None, initial_state=None,
     """q, k, v: (B, N, H, d) with q, k before ReLU; rope: (cos, sin) tables (N, d) or None.
 
     Returns out (B, N, H, d_v) in q's dtype, and with ``return_state=True`` also the final (S, z).
+    ``implementation="pallas"`` on CPU runs the kernel in Pallas interpret mode (for tests).
     """
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation={implementation!r}; expected one of {IMPLEMENTATIONS}")
-    if implementation == "pallas":
-        # The Pallas backends are their own issue; refuse rather than silently fall back.
-        raise NotImplementedError("implementation='pallas' is not built yet; use 'xla' or 'auto'")
+    if resolve(implementation) == "pallas":
+        from sana_jax.kernels.linear_attention._pallas import linear_attention_pallas
+
+        return linear_attention_pallas(q, k, v, rope, chunk_size=chunk_size, initial_state=initial_state,
+                                       return_state=return_state, eps=eps)
     return linear_attention_xla(q, k, v, rope, chunk_size=chunk_size, initial_state=initial_state,
                                 return_state=return_state, eps=eps)
 
 
-__all__ = ["linear_attention", "linear_attention_xla"]
+__all__ = ["linear_attention", "linear_attention_xla", "resolve", "sharded_linear_attention"]

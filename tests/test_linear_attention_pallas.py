@@ -1,0 +1,184 @@
+"""The Pallas linear attention (TPU interpreter on CPU) against a float64 NumPy formula and the XLA reference."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax._src.pallas.mosaic.interpret import interpret_pallas_call
+from jax.experimental.pallas import tpu as pltpu
+
+from sana_jax.kernels.linear_attention._pallas import linear_attention_pallas
+from sana_jax.kernels.linear_attention._xla import linear_attention_xla
+from conftest import rel_err
+
+
+def numpy_reference(q, k, v, rope, chunk_size, initial_state, eps):
+    """float64: explicit per-run sums, RoPE on pairs (2i, 2i+1) written out with cos/sin of each pair."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    b, n, h, d = q.shape
+    qf, kf = np.maximum(q, 0), np.maximum(k, 0)
+
+    def rotate(x):
+        if rope is None:
+            return x
+        c = np.asarray(rope[0], np.float64)[:, None, 0::2]
+        s = np.asarray(rope[1], np.float64)[:, None, 1::2]
+        out = np.empty_like(x)
+        out[..., 0::2] = x[..., 0::2] * c - x[..., 1::2] * s
+        out[..., 1::2] = x[..., 0::2] * s + x[..., 1::2] * c
+        return out
+
+    qr, kr = rotate(qf), rotate(kf)
+    if initial_state is None:
+        s_state, z_state = np.zeros((b, h, v.shape[-1], d)), np.zeros((b, h, d))
+    else:
+        s_state, z_state = (np.asarray(t, np.float64).copy() for t in initial_state)
+    run = n if chunk_size is None else chunk_size
+    out = np.zeros(v.shape)
+    for start in range(0, n, run):
+        sl = slice(start, start + run)
+        s_state = s_state + np.einsum("bnhi,bnhj->bhij", v[:, sl], kr[:, sl])
+        z_state = z_state + kf[:, sl].sum(axis=1)
+        num = np.einsum("bhij,bnhj->bnhi", s_state, qr[:, sl])
+        den = np.einsum("bnhj,bhj->bnh", qf[:, sl], z_state) + eps
+        out[:, sl] = num / den[..., None]
+    return out, (s_state, z_state)
+
+
+def make_inputs(seed, b, n, h, d, dv, *, rope, initial_state, dtype=jnp.float32):
+    ks = jax.random.split(jax.random.PRNGKey(seed), 6)
+    q = jax.random.normal(ks[0], (b, n, h, d), dtype)
+    k = jax.random.normal(ks[1], (b, n, h, d), dtype)
+    v = jax.random.normal(ks[2], (b, n, h, dv), dtype)
+    tables = None
+    if rope:
+        phase = 3.0 * jax.random.uniform(ks[3], (n, d // 2))
+        tables = (jnp.repeat(jnp.cos(phase), 2, axis=1), jnp.repeat(jnp.sin(phase), 2, axis=1))
+    state = None
+    if initial_state:
+        state = (jax.random.uniform(ks[4], (b, h, dv, d)), jax.random.uniform(ks[5], (b, h, d)))
+    return q, k, v, tables, state
+
+
+# (seed, B, N, H, d, d_v, chunk_size, rope, initial_state, max_tile): odd N, chunks not dividing N, runs split
+# into several tiles (max_tile < run), chunk_size >= N (one run).
+CASES = [
+    (0, 2, 37, 2, 8, 8, None, True, False, 16),
+    (1, 1, 37, 3, 12, 8, 5, False, True, 512),
+    (2, 2, 45, 2, 16, 12, 20, True, True, 16),
+    (3, 3, 23, 1, 8, 16, 7, True, False, 512),
+    (4, 1, 19, 2, 12, 12, 64, False, False, 512),
+]
+
+
+def _run(fn, q, k, v, rope, chunk_size, state, **kw):
+    return fn(q, k, v, rope, chunk_size=chunk_size, initial_state=state, return_state=True, **kw)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_forward_state_and_vjp_match_float64_numpy_and_xla(case):
+    seed, b, n, h, d, dv, chunk, rope, init, max_tile = case
+    q, k, v, tables, state = make_inputs(seed, b, n, h, d, dv, rope=rope, initial_state=init)
+    s0, z0 = state if init else (jnp.zeros((b, h, dv, d)), jnp.zeros((b, h, d)))
+
+    def pallas(q, k, v, s0, z0):
+        return _run(linear_attention_pallas, q, k, v, tables, chunk, (s0, z0) if init else None, max_tile=max_tile)
+
+    def xla(q, k, v, s0, z0):
+        return _run(linear_attention_xla, q, k, v, tables, chunk, (s0, z0) if init else None)
+
+    args = (q, k, v, s0, z0)
+    (out, (s, z)), vjp_pallas = jax.vjp(pallas, *args)
+    (out_x, (s_x, z_x)), vjp_xla = jax.vjp(xla, *args)
+    out_np, (s_np, z_np) = numpy_reference(q, k, v, tables, chunk, state, 1e-15)
+    for got, xla_val, ref in ((out, out_x, out_np), (s, s_x, s_np), (z, z_x, z_np)):
+        assert rel_err(got, ref) < 1e-5
+        assert rel_err(got, xla_val) < 1e-5
+    assert out.dtype == q.dtype and s.dtype == z.dtype == jnp.float32
+
+    ks = jax.random.split(jax.random.PRNGKey(100 + seed), 3)
+    cotangent = (jax.random.normal(ks[0], out.shape), (jax.random.normal(ks[1], s.shape),
+                                                       jax.random.normal(ks[2], z.shape)))
+    grads, grads_x = vjp_pallas(cotangent), vjp_xla(cotangent)
+    names = ("q", "k", "v", "S0", "z0") if init else ("q", "k", "v")
+    for name, g, gx in zip(names, grads, grads_x):
+        assert np.linalg.norm(np.asarray(gx)) > 0, name
+        assert rel_err(g, gx) < 1e-5, name
+
+
+def test_output_cotangent_alone_matches_xla_without_state():
+    """return_state=False: only the output's cotangent flows; the state's zero cotangent is handled."""
+    q, k, v, tables, _ = make_inputs(5, 2, 29, 2, 8, 8, rope=True, initial_state=False)
+    loss_p = lambda q, k, v: jnp.sum(jnp.sin(linear_attention_pallas(q, k, v, tables, chunk_size=6)))
+    loss_x = lambda q, k, v: jnp.sum(jnp.sin(linear_attention_xla(q, k, v, tables, chunk_size=6)))
+    for g, gx in zip(jax.grad(loss_p, (0, 1, 2))(q, k, v), jax.grad(loss_x, (0, 1, 2))(q, k, v)):
+        assert rel_err(g, gx) < 1e-5
+
+
+def test_bf16_inputs_accumulate_in_fp32():
+    q, k, v, tables, state = make_inputs(6, 2, 33, 2, 16, 16, rope=True, initial_state=True, dtype=jnp.bfloat16)
+    out, (s, z) = _run(linear_attention_pallas, q, k, v, tables, 8, state)
+    out_x = _run(linear_attention_xla, q, k, v, tables, 8, state)[0]
+    out_np, (s_np, _) = numpy_reference(q, k, v, tables, 8, state, 1e-15)
+    assert out.dtype == jnp.bfloat16 and s.dtype == jnp.float32
+    # bf16 output rounding (2^-9) is the only loss: sums and the state are fp32.
+    assert rel_err(out, out_np) < 5e-3
+    assert rel_err(out, out_x) < 5e-3
+    assert rel_err(s, s_np) < 1e-5
+    grads = jax.grad(lambda q, k, v: jnp.sum(linear_attention_pallas(q, k, v, tables, chunk_size=8)
+                                             .astype(jnp.float32)), (0, 1, 2))(q, k, v)
+    grads_x = jax.grad(lambda q, k, v: jnp.sum(linear_attention_xla(q, k, v, tables, chunk_size=8)
+                                               .astype(jnp.float32)), (0, 1, 2))(q, k, v)
+    for g, gx in zip(grads, grads_x):
+        assert g.dtype == jnp.bfloat16
+        assert rel_err(g, gx) < 1e-2
+
+
+def test_no_races_or_uninitialized_reads_under_tpu_interpreter(monkeypatch):
+    detectors = []
+
+    class RecordingRaceDetection(interpret_pallas_call.RaceDetectionState):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            detectors.append(self)
+
+    # Each pallas_call makes its own detector; keep them all, not only the last one left in the module.
+    monkeypatch.setattr(interpret_pallas_call, "RaceDetectionState", RecordingRaceDetection)
+    q, k, v, tables, state = make_inputs(7, 2, 21, 2, 8, 8, rope=True, initial_state=True)
+    params = pltpu.InterpretParams(detect_races=True, uninitialized_memory="nan")
+    try:
+        with pltpu.force_tpu_interpret_mode(params):
+            def loss(q, k, v, s0, z0):
+                out, (s, z) = _run(linear_attention_pallas, q, k, v, tables, 4, (s0, z0), max_tile=16)
+                return jnp.sum(out ** 2) + jnp.sum(s) + jnp.sum(z)
+
+            value, grads = jax.value_and_grad(loss, (0, 1, 2, 3, 4))(q, k, v, *state)
+            jax.block_until_ready(grads)
+    finally:
+        pltpu.reset_tpu_interpret_mode_state()
+    assert len(detectors) >= 4  # two forward and two backward kernels ran
+    assert not any(det.races_found for det in detectors)
+    # "nan" fills uninitialised buffers: a read of one would poison the results.
+    assert np.isfinite(float(value)) and all(np.isfinite(np.asarray(g)).all() for g in grads)
+
+
+def test_argument_errors_and_gpu_refusal(monkeypatch):
+    q, k, v, _, _ = make_inputs(8, 1, 8, 1, 8, 8, rope=False, initial_state=False)
+    with pytest.raises(ValueError, match="same shape"):
+        linear_attention_pallas(q, k[:, :4], v)
+    with pytest.raises(ValueError, match="chunk_size"):
+        linear_attention_pallas(q, k, v, chunk_size=0)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    with pytest.raises(NotImplementedError, match="Mosaic-GPU"):
+        linear_attention_pallas(q, k, v)
+
+
+def test_generic_hlo_interpreter_matches_xla():
+    """interpret=True (the backend-independent interpreter) runs the same kernels."""
+    q, k, v, tables, state = make_inputs(9, 2, 17, 1, 8, 8, rope=True, initial_state=True)
+    out, (s, z) = _run(linear_attention_pallas, q, k, v, tables, 6, state, interpret=True)
+    out_x, (s_x, z_x) = _run(linear_attention_xla, q, k, v, tables, 6, state)
+    for got, ref in ((out, out_x), (s, s_x), (z, z_x)):
+        assert rel_err(got, ref) < 1e-5
