@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -13,6 +16,12 @@ import pytest  # noqa: E402
 jax.config.update("jax_default_matmul_precision", "highest")
 # Eight simulated CPU devices for the sharding tests; single-device tests still run on device 0.
 jax.config.update("jax_num_cpu_devices", 8)
+# Training runs compile the same step again on resume: share compilations within this pytest run only (a fresh
+# temporary folder, removed at exit), never between runs.
+_COMPILE_CACHE = tempfile.mkdtemp(prefix="sana_jax_test_xla_cache_")
+atexit.register(shutil.rmtree, _COMPILE_CACHE, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _COMPILE_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 torch = pytest.importorskip("torch")
 

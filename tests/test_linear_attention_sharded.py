@@ -33,9 +33,11 @@ def _inputs(b=2, n=64, h=4, d=8, seed=0):
     return q, k, v, rope, state
 
 
-@pytest.mark.parametrize("impl", ["xla", "pallas"])
-@pytest.mark.parametrize("chunk_size", [None, 4])
-@pytest.mark.parametrize("name", list(MESHES))
+CASES = [(name, chunk, "xla") for name in MESHES for chunk in (None, 4)]
+CASES += [("sequence", 4, "pallas"), ("batch_heads_sequence", None, "pallas")]  # the kernel per device
+
+
+@pytest.mark.parametrize("name, chunk_size, impl", CASES)
 def test_sharded_op_equals_the_unsharded_op(name, chunk_size, impl):
     q, k, v, rope, state = _inputs()
     want, (s_want, z_want) = linear_attention_xla(q, k, v, rope, chunk_size=chunk_size, initial_state=state,
