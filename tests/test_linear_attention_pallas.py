@@ -12,39 +12,15 @@ from jax.experimental.pallas import tpu as pltpu
 from sana_jax.kernels.linear_attention._pallas import linear_attention_pallas
 from sana_jax.kernels.linear_attention._xla import linear_attention_xla
 from conftest import rel_err
+from test_linear_attention import numpy_reference as token_reference
 
 
 def numpy_reference(q, k, v, rope, chunk_size, initial_state, eps):
-    """float64: explicit per-run sums, RoPE on pairs (2i, 2i+1) written out with cos/sin of each pair."""
-    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
-    b, n, h, d = q.shape
-    qf, kf = np.maximum(q, 0), np.maximum(k, 0)
-
-    def rotate(x):
-        if rope is None:
-            return x
-        c = np.asarray(rope[0], np.float64)[:, None, 0::2]
-        s = np.asarray(rope[1], np.float64)[:, None, 1::2]
-        out = np.empty_like(x)
-        out[..., 0::2] = x[..., 0::2] * c - x[..., 1::2] * s
-        out[..., 1::2] = x[..., 0::2] * s + x[..., 1::2] * c
-        return out
-
-    qr, kr = rotate(qf), rotate(kf)
-    if initial_state is None:
-        s_state, z_state = np.zeros((b, h, v.shape[-1], d)), np.zeros((b, h, d))
-    else:
-        s_state, z_state = (np.asarray(t, np.float64).copy() for t in initial_state)
-    run = n if chunk_size is None else chunk_size
-    out = np.zeros(v.shape)
-    for start in range(0, n, run):
-        sl = slice(start, start + run)
-        s_state = s_state + np.einsum("bnhi,bnhj->bhij", v[:, sl], kr[:, sl])
-        z_state = z_state + kf[:, sl].sum(axis=1)
-        num = np.einsum("bhij,bnhj->bnhi", s_state, qr[:, sl])
-        den = np.einsum("bnhj,bhj->bnh", qf[:, sl], z_state) + eps
-        out[:, sl] = num / den[..., None]
-    return out, (s_state, z_state)
+    """The float64 token-by-token definition of tests/test_linear_attention.py, as (out, (S, z))."""
+    cos, sin = (None, None) if rope is None else rope
+    s0, z0 = (None, None) if initial_state is None else (np.asarray(t, np.float64) for t in initial_state)
+    out, s, z = token_reference(q, k, v, cos, sin, chunk_size, s0, z0, eps)
+    return out, (np.asarray(s), np.asarray(z))
 
 
 def make_inputs(seed, b, n, h, d, dv, *, rope, initial_state, dtype=jnp.float32):
