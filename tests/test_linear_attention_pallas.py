@@ -145,7 +145,7 @@ def test_argument_errors_and_gpu_refusal(monkeypatch):
     with pytest.raises(ValueError, match="chunk_size"):
         linear_attention_pallas(q, k, v, chunk_size=0)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    with pytest.raises(NotImplementedError, match="Mosaic-GPU"):
+    with pytest.raises(NotImplementedError, match="Mosaic-TPU kernel; on GPU"):
         linear_attention_pallas(q, k, v)
 
 

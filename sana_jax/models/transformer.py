@@ -23,7 +23,7 @@ import numpy as np
 from sana_jax.config import SanaVideoTransformerConfig
 from sana_jax.kernels import linear_attention
 from sana_jax.kernels.linear_attention import resolve as resolve_attention
-from sana_jax.kernels.linear_attention import sharded_linear_attention
+from sana_jax.kernels.linear_attention import pallas_kernel, sharded_linear_attention
 from sana_jax.nn import RMSNorm, VideoRope, dense, depthwise_conv2d, layer_norm, temporal_conv
 
 REMAT_POLICIES = {
@@ -105,14 +105,12 @@ def _attention_op(implementation: str, eps: float):
     mesh = jax.sharding.get_abstract_mesh()
     if resolve_attention(implementation) != "pallas" or mesh.empty or mesh.size == 1:
         return functools.partial(linear_attention, eps=eps, implementation=implementation)
-    from sana_jax.kernels.linear_attention._pallas import linear_attention_pallas
-
     # The tokens (B, N, H, d) as the rules lay them out (N is frame-major, so it is split like the frames).
     batch, sequence, heads = (() if a is None else (a,) if isinstance(a, str) else tuple(a)
                               for a in nn.logical_to_mesh_axes(("batch", "frames", "heads")))
     if len(sequence) > 1:
         raise ValueError(f"logical axis 'frames' maps to mesh axes {sequence}; the Pallas linear attention takes one")
-    return functools.partial(sharded_linear_attention, linear_attention_pallas, mesh=mesh, batch_axes=batch,
+    return functools.partial(sharded_linear_attention, pallas_kernel(), mesh=mesh, batch_axes=batch,
                              head_axes=heads, sequence_axis=sequence[0] if sequence else None, eps=eps)
 
 

@@ -21,8 +21,8 @@ IMPLEMENTATIONS = ("auto", "xla", "pallas")
 
 
 def resolve(implementation: str) -> str:
-    """"auto": the Pallas kernel on TPU; XLA elsewhere (CPU, where Pallas only interprets; and GPU, which has no
-    Mosaic-GPU kernel yet)."""
+    """"auto": the Pallas kernel on TPU; XLA on CPU (where Pallas only interprets) and on GPU, where the Triton
+    kernel is opt-in ("pallas") until it has been compiled and timed on a GPU (interpret-tested only so far)."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation={implementation!r}; expected one of {IMPLEMENTATIONS}")
     if implementation == "auto":
@@ -30,20 +30,30 @@ def resolve(implementation: str) -> str:
     return implementation
 
 
+def pallas_kernel():
+    """The backend's Pallas function (signature of `linear_attention` without ``implementation``): the Triton
+    kernel on GPU, else the Mosaic-TPU kernel (compiled on TPU, the TPU interpreter on CPU)."""
+    if jax.default_backend() == "gpu":
+        from sana_jax.kernels.linear_attention._pallas_gpu import linear_attention_pallas_gpu
+
+        return linear_attention_pallas_gpu
+    from sana_jax.kernels.linear_attention._pallas import linear_attention_pallas
+
+    return linear_attention_pallas
+
+
 def linear_attention(q, k, v, rope=None, *, chunk_size=None, initial_state=None, return_state=False,
                      eps=1e-15, implementation="auto"):
     """q, k, v: (B, N, H, d) with q, k before ReLU; rope: (cos, sin) tables (N, d) or None.
 
     Returns out (B, N, H, d_v) in q's dtype, and with ``return_state=True`` also the final (S, z).
-    ``implementation="pallas"`` on CPU runs the kernel in Pallas interpret mode (for tests).
+    ``implementation="pallas"`` on CPU runs the TPU kernel in Pallas interpret mode (for tests).
     """
     if resolve(implementation) == "pallas":
-        from sana_jax.kernels.linear_attention._pallas import linear_attention_pallas
-
-        return linear_attention_pallas(q, k, v, rope, chunk_size=chunk_size, initial_state=initial_state,
-                                       return_state=return_state, eps=eps)
+        return pallas_kernel()(q, k, v, rope, chunk_size=chunk_size, initial_state=initial_state,
+                               return_state=return_state, eps=eps)
     return linear_attention_xla(q, k, v, rope, chunk_size=chunk_size, initial_state=initial_state,
                                 return_state=return_state, eps=eps)
 
 
-__all__ = ["linear_attention", "linear_attention_xla", "resolve", "sharded_linear_attention"]
+__all__ = ["linear_attention", "linear_attention_xla", "pallas_kernel", "resolve", "sharded_linear_attention"]

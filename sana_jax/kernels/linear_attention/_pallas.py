@@ -43,8 +43,8 @@ def _round_up(x: int, m: int) -> int:
 def _resolve_interpret(interpret):
     backend = jax.default_backend()
     if backend == "gpu" and not interpret:
-        raise NotImplementedError("linear_attention_pallas: the Mosaic-GPU kernel is not written yet; "
-                                  "use implementation='xla' on GPU")
+        raise NotImplementedError("linear_attention_pallas is the Mosaic-TPU kernel; on GPU use "
+                                  "_pallas_gpu.linear_attention_pallas_gpu (linear_attention picks it)")
     if interpret is None:
         return pltpu.InterpretParams() if backend == "cpu" else False
     return interpret
@@ -280,7 +280,7 @@ def linear_attention_pallas(q, k, v, rope=None, *, chunk_size=None, initial_stat
                             eps=1e-15, interpret=None, max_tile=MAX_TILE):
     """See `sana_jax.kernels.linear_attention`. q, k: (B, N, H, d); v: (B, N, H, d_v); rope: (cos, sin) (N, d).
 
-    ``interpret=None`` runs the TPU interpreter on CPU and compiled Mosaic on TPU; GPU is not written yet.
+    ``interpret=None`` runs the TPU interpreter on CPU and compiled Mosaic on TPU (GPU: see `_pallas_gpu`).
     ``max_tile`` caps the rows per kernel step (a run longer than that is split into several tiles).
     ``eps`` must be > 0: padded rows have a denominator of exactly eps (0 would give NaN gradients).
     """
