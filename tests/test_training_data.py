@@ -318,7 +318,7 @@ def test_precompute_round_trip_equals_vae_and_text_encoder_outputs(tmp_path, tin
     np.testing.assert_allclose(cached["latents"], latents, atol=1e-6, rtol=0)
     np.testing.assert_allclose(cached["text_embeds"], np.asarray(embeds), atol=1e-6, rtol=0)
     np.testing.assert_array_equal(cached["text_mask"], np.asarray(mask))
-    null_embeds, null_mask = tiny_pipe.encode_prompt([""])
+    null_embeds, null_mask = tiny_pipe.encode_prompt([""], negative=True)
     got_embeds, got_mask = null_text(cache_cfg(out))
     np.testing.assert_allclose(got_embeds, np.asarray(null_embeds)[0], atol=1e-6, rtol=0)
     np.testing.assert_array_equal(got_mask, np.asarray(null_mask)[0])

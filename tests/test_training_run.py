@@ -211,3 +211,32 @@ def test_dit_run_from_a_precomputed_latent_cache_fine_tunes_a_diffusers_transfor
     trained = _params(tmp_path / "run")["caption_norm"]["scale"]
     moved = np.abs(trained - np.asarray(start.params["caption_norm"]["scale"])).max()
     assert 0 < moved < 0.01  # two small AdamW steps from the diffusers weights, not from a fresh init
+
+
+def test_wan_autoencoder_run_on_the_shapes_world_exports_to_diffusers(tmp_path):
+    """configs/demo_autoencoder.py (tiny architecture): the shapes data source, the foreground-weighted loss, and
+    the checkpoint exported with `convert to-torch` decoding in diffusers as it does here."""
+    import torch
+    from diffusers import AutoencoderKLWan
+
+    from convert.__main__ import main as convert_main
+    from sana_jax import load_component
+
+    config = load_config("demo_autoencoder", total_steps=2, checkpoint_every=2, log_every=1, batch_size=8,
+                         **{"data.height": 16, "data.width": 16, "data.frames": 5})
+    config.model.architecture = dict(base_dim=4, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, attn_scales=[],
+                                     temperal_downsample=[False, True, True], latents_mean=[0.0] * 4,
+                                     latents_std=[1.0] * 4)
+    summary = train(config, str(tmp_path / "run"), progress=False)
+    assert summary["step"] == 2
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    assert all(np.isfinite(r["loss"]) and r["mse"] > 0 for r in rows)
+    assert convert_main(["to-torch", str(tmp_path / "run"), str(tmp_path / "vae")]) == 0
+    ours = load_component(tmp_path / "vae")
+    reference = AutoencoderKLWan.from_pretrained(tmp_path / "vae").eval()
+    z = np.random.default_rng(0).normal(size=(1, 2, 2, 2, 4)).astype(np.float32)
+    with torch.no_grad():
+        want = reference.decode(torch.from_numpy(np.transpose(z, (0, 4, 1, 2, 3)))).sample.numpy()
+    got = np.asarray(ours.decode(z))
+    np.testing.assert_allclose(got, np.clip(np.transpose(want, (0, 2, 3, 4, 1)), -1, 1), atol=1e-5)

@@ -2,10 +2,43 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
 from sana_jax.pipeline.video_io import Mp4Writer, write_mp4
+
+# The published SANA-Video sampling defaults, used where a model folder declares none.
+PUBLISHED_DEFAULTS = {"height": 480, "width": 832, "frames": 81, "steps": 50, "guidance": 6.0, "fps": 16}
+SAMPLE_DEFAULTS_FILE = "sample_defaults.json"
+_DEFAULT_KEYS = {"height": int, "width": int, "frames": int, "steps": int, "guidance": float, "fps": int,
+                 "stream": bool, "block_frames": int, "sampler": str}
+DEMO_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          "demo", "sana_video_shapes")
+
+
+def read_sample_defaults(model: str) -> dict:
+    """The model folder's native sampling settings (``sample_defaults.json``: any of height, width, frames, steps,
+    guidance, fps, stream, block_frames, sampler) over the published defaults. Unknown keys or wrong types are
+    an error naming the file and key."""
+    defaults = dict(PUBLISHED_DEFAULTS)
+    path = os.path.join(model, SAMPLE_DEFAULTS_FILE)
+    if not os.path.isfile(path):
+        return defaults
+    with open(path) as f:
+        declared = json.load(f)
+    if not isinstance(declared, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    for key, value in declared.items():
+        if key not in _DEFAULT_KEYS:
+            raise ValueError(f"{path}: unknown key {key!r}; expected some of {sorted(_DEFAULT_KEYS)}")
+        kind = _DEFAULT_KEYS[key]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else \
+            isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if not ok:
+            raise ValueError(f"{path}: {key}={value!r}; expected a {kind.__name__}")
+        defaults[key] = kind(value)
+    return defaults
 
 
 def check_output_path(out: str) -> None:

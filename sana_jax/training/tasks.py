@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from sana_jax.components import REGISTRY, load_component
-from sana_jax.config import AutoencoderDCConfig, SanaVideoTransformerConfig
+from sana_jax.config import AutoencoderDCConfig, AutoencoderKLWanConfig, SanaVideoTransformerConfig
 from sana_jax.pipeline.stream import block_sizes as stream_block_sizes
 from sana_jax.training import objective as fm
 from sana_jax.weights import rulebook
@@ -132,14 +132,18 @@ class DiTTask:
         embeds = jnp.where(drop[:, None, None], null_embeds[None].astype(embeds.dtype), embeds)
         mask = jnp.where(drop[:, None], null_mask[None].astype(mask.dtype), mask)
         weight = jnp.repeat(scored, pt, axis=1)[:, :, None, None, None]
+        # A random start of the RoPE time positions (one per batch) teaches the positions a long streamed video
+        # reaches (its blocks sit at frame_offset = their first latent frame).
+        max_offset = int(obj.get("max_frame_offset", 0))
+        offset = 0 if max_offset <= 0 else jax.random.randint(jax.random.fold_in(rng, 7), (), 0, max_offset + 1)
         return {"x_t": x_t, "timestep": timestep, "text_embeds": embeds, "text_mask": mask, "target": target,
-                "weight": weight, "block_sizes": blocks}
+                "weight": weight, "block_sizes": blocks, "frame_offset": offset}
 
     def loss(self, params, batch, rng):
         """(flow-matching loss, aux) for one batch."""
         inp = self.model_inputs(batch, rng)
         v = self.module.apply({"params": params}, inp["x_t"], inp["timestep"], inp["text_embeds"],
-                              inp["text_mask"], block_sizes=inp["block_sizes"])
+                              inp["text_mask"], block_sizes=inp["block_sizes"], frame_offset=inp["frame_offset"])
         return fm.masked_mse(v, inp["target"], inp["weight"]), {"timestep_mean": jnp.mean(inp["timestep"])}
 
     def tokens(self, batch_shape) -> int:
@@ -151,19 +155,27 @@ class DiTTask:
 
 @dataclasses.dataclass
 class AutoencoderTask:
-    """A DC-AE trained to reconstruct pixel video: MSE + ``l1_weight`` * L1. ``batch``: video (B, F, H, W, 3)."""
+    """An autoencoder trained to reconstruct pixel video: MSE + ``l1_weight`` * L1 (+ ``latent_l2_weight`` *
+    mean(latent²), which keeps the latent scale bounded; ``foreground_weight`` weighs pixels by their distance
+    from the frame's median colour). ``model.class_name``: "AutoencoderDC" (default; frames
+    coded one by one) or "AutoencoderKLWan" (causal 3-D; its posterior mean is the latent, deterministic).
+    ``batch``: video (B, F, H, W, 3)."""
 
-    config: AutoencoderDCConfig
+    config: AutoencoderDCConfig | AutoencoderKLWanConfig
     module: nn.Module
     objective: Any
     pretrained: dict | None = None
 
     batch_axes = {"video": ("batch", "frames", None, None, None)}
+    CLASSES = {"AutoencoderDC": AutoencoderDCConfig, "AutoencoderKLWan": AutoencoderKLWanConfig}
 
     @classmethod
     def from_config(cls, config, null_text=None):
         m = config.model
-        arch, component = _component_config(m, AutoencoderDCConfig)
+        class_name = m.get("class_name", "AutoencoderDC")
+        if class_name not in cls.CLASSES:
+            raise ValueError(f"model.class_name={class_name!r}; the autoencoder task trains one of {sorted(cls.CLASSES)}")
+        arch, component = _component_config(m, cls.CLASSES[class_name])
         module = REGISTRY[arch.class_name].build(arch, dtype=m.get("dtype", "float32"),
                                                  param_dtype=m.get("param_dtype", "float32"))
         return cls(arch, module, config.objective, None if component is None else component.params)
@@ -183,10 +195,21 @@ class AutoencoderTask:
 
     def loss(self, params, batch, rng):
         x = batch["video"].astype(jnp.float32)
-        recon = self.module.apply({"params": params}, x).astype(jnp.float32)
-        mse = jnp.mean(jnp.square(recon - x))
-        l1 = jnp.mean(jnp.abs(recon - x))
-        return mse + self.objective.l1_weight * l1, {"mse": mse, "l1": l1}
+        latents = self.module.apply({"params": params}, x, method="encode")
+        recon = self.module.apply({"params": params}, latents, method="decode").astype(jnp.float32)
+        # foreground_weight > 0: pixels far from their frame's median colour (a small object on a plain
+        # background) weigh 1 + w * distance, so the reconstruction cannot settle on the background alone.
+        w = self.objective.get("foreground_weight", 0.0)
+        weight = 1.0
+        if w:
+            median = jnp.median(x, axis=(2, 3), keepdims=True)
+            weight = jax.lax.stop_gradient(1.0 + w * jnp.mean(jnp.abs(x - median), axis=-1, keepdims=True))
+            weight = weight / jnp.mean(weight)
+        mse = jnp.mean(weight * jnp.square(recon - x))
+        l1 = jnp.mean(weight * jnp.abs(recon - x))
+        latent_l2 = jnp.mean(jnp.square(latents.astype(jnp.float32)))
+        loss = mse + self.objective.l1_weight * l1 + self.objective.get("latent_l2_weight", 0.0) * latent_l2
+        return loss, {"mse": mse, "l1": l1, "latent_l2": latent_l2}
 
     def tokens(self, batch_shape) -> int:
         return int(np.prod(batch_shape[:2]))  # frames per global batch

@@ -14,7 +14,8 @@ FORMATS = {"to-jax": "jax", "to-torch": "diffusers"}
 def convert_pipeline_folder(src: str | os.PathLike, dst: str | os.PathLike, format: str) -> list[str]:
     """Writes ``dst`` as ``src`` with each model component saved in ``format`` ("jax" or "diffusers").
 
-    model_index.json, the scheduler and the tokenizer are copied unchanged. Returns the converted component names.
+    model_index.json, the scheduler, the tokenizer and other top-level files (sample_defaults.json, a README) are
+    copied unchanged. Returns the converted component names.
     The destination appears whole or not at all.
     """
     from sana_jax.components import REGISTRY, load_component, save_component
@@ -26,7 +27,9 @@ def convert_pipeline_folder(src: str | os.PathLike, dst: str | os.PathLike, form
     components = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[1]]
     converted = []
     with _io.atomic_directory(dst) as tmp:
-        shutil.copy2(os.path.join(src, "model_index.json"), os.path.join(tmp, "model_index.json"))
+        for entry in sorted(os.listdir(src)):
+            if os.path.isfile(os.path.join(src, entry)) and not entry.startswith("."):
+                shutil.copy2(os.path.join(src, entry), os.path.join(tmp, entry))
         for name in components:
             folder = os.path.join(src, name)
             if not os.path.isdir(folder):

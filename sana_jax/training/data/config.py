@@ -10,7 +10,7 @@ import dataclasses
 import numbers
 from typing import Any, Mapping
 
-SOURCES = ("synthetic", "manifest", "latent_cache")
+SOURCES = ("synthetic", "manifest", "latent_cache", "shapes")
 
 
 class DataConfigError(ValueError):
@@ -19,20 +19,20 @@ class DataConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    source: str                  # "synthetic" | "manifest" | "latent_cache"
+    source: str                  # "synthetic" | "manifest" | "latent_cache" | "shapes"
     seed: int                    # the order's seed (and the synthetic examples'); in [0, 2**32)
     shuffle: bool = True         # False: records 0..N-1 in every epoch
     num_workers: int = 0         # 0: decode in this process; > 0: that many grain worker processes
     prefetch: int = 2            # batches decoded ahead of the consumer
     read_threads: int = 1        # decoding threads per process (PyAV and ArrayRecord reads release the GIL)
-    # synthetic
+    # synthetic and shapes (the demo world of sana_jax.data.shapes: clips of its training combinations)
     num_examples: int = 0
     latent_shape: tuple[int, ...] = ()   # (F', H', W', C)
     text_length: int = 0         # L
     text_dim: int = 0            # D
     # manifest and latent_cache
     path: str = ""               # manifest: a JSONL file; latent_cache: a folder written by precompute_latent_cache
-    # manifest
+    # manifest and shapes
     height: int = 0
     width: int = 0
     frames: int = 0
@@ -43,6 +43,7 @@ _REQUIRED = {
     "synthetic": ("num_examples", "latent_shape", "text_length", "text_dim"),
     "manifest": ("path", "height", "width", "frames", "fps"),
     "latent_cache": ("path",),
+    "shapes": ("num_examples", "height", "width", "frames"),
 }
 _KNOWN = {f.name for f in dataclasses.fields(DataConfig)}
 
@@ -81,6 +82,9 @@ def read_data_config(data_cfg: Any) -> DataConfig:
                 or not all(_is_int(s) and s > 0 for s in shape)):
             raise DataConfigError(f"data.latent_shape={shape!r}: expected 4 positive ints (F', H', W', C)")
         values["latent_shape"] = tuple(int(s) for s in shape)
+    elif source == "shapes":
+        for key in ("num_examples", "height", "width", "frames"):
+            values[key] = _int(raw, key, low=1)
     else:
         if not isinstance(raw["path"], str) or not raw["path"]:
             raise DataConfigError(f"data.path={raw['path']!r}: expected a non-empty path")

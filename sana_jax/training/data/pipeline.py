@@ -33,8 +33,8 @@ def make_iterator(data_cfg: Any, *, batch_size: int, process_index: int = 0,
     """This process's rows of each global batch: dicts of numpy arrays with leading dim batch_size // process_count.
 
     Keys: synthetic and latent_cache -> "latents" (b, F', H', W', C) float32, "text_embeds" (b, L, D) float32,
-    "text_mask" (b, L) int32; manifest -> "video" (b, frames, height, width, 3) float32 in [-1, 1], "caption"
-    (b,) object array of str.
+    "text_mask" (b, L) int32; manifest and shapes -> "video" (b, frames, height, width, 3) float32 in [-1, 1],
+    "caption" (b,) object array of str.
     """
     cfg = read_data_config(data_cfg)
     if not (isinstance(batch_size, int) and batch_size > 0):
@@ -60,7 +60,7 @@ def null_text(data_cfg: Any) -> tuple[np.ndarray, np.ndarray]:
         from sana_jax.training.data.latent_cache import read_null_text
 
         return read_null_text(cfg.path)
-    raise DataConfigError("data.source='manifest' yields videos and captions, not text embeddings, so it has no "
+    raise DataConfigError(f"data.source={cfg.source!r} yields videos and captions, not text embeddings, so it has no "
                           "null text conditioning; precompute a latent cache (python -m "
                           "sana_jax.training.precompute) and train from source 'latent_cache'")
 
@@ -78,6 +78,11 @@ def _loader(cfg: DataConfig):
 
         decoder = ClipDecoder(height=cfg.height, width=cfg.width, frames=cfg.frames, fps=cfg.fps)
         return ManifestExamples(read_manifest(cfg.path), decoder)
+    if cfg.source == "shapes":
+        from sana_jax.data.shapes import ShapesExamples
+
+        return ShapesExamples(seed=cfg.seed, num_examples=cfg.num_examples, frames=cfg.frames, height=cfg.height,
+                              width=cfg.width)
     from sana_jax.training.data.latent_cache import LatentCacheExamples
 
     return LatentCacheExamples(cfg.path)

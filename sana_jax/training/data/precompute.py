@@ -49,10 +49,23 @@ def precompute_latent_cache(manifest_path: str | os.PathLike, pipeline_path_or_p
     pipe.latent_shape(1, height, width, frames)          # checks the sizes against the VAE before any work
     entries = read_manifest(manifest_path)
     examples = ManifestExamples(entries, ClipDecoder(height=height, width=width, frames=frames, fps=fps))
-    storage = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
     config = {"manifest": os.path.abspath(os.fspath(manifest_path)), "pipeline": pipeline_name, "height": height,
               "width": width, "frames": frames, "fps": fps, "dtype": dtype}
+    return write_latent_cache(examples, pipe, out_dir, config=config, batch_size=batch_size,
+                              records_per_shard=records_per_shard, dtype=dtype, decode_threads=decode_threads,
+                              progress=progress)
 
+
+def write_latent_cache(examples, pipe, out_dir: str | os.PathLike, *, config: dict, batch_size: int = 1,
+                       records_per_shard: int = 256, dtype: str = "float32", decode_threads: int = 2,
+                       progress: bool = True) -> dict:
+    """Encodes every example of ``examples`` (a data source of {"video", "caption"} records: ``len``, indexing,
+    ``collate``; `Unreadable` records are skipped and counted) with the loaded pipeline ``pipe`` into a latent
+    cache at ``out_dir`` (replaced in one rename). ``config`` is recorded in metadata.json. The null text (caption
+    dropout) is the empty negative prompt as the pipeline encodes it for classifier-free guidance."""
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype={dtype!r}: expected one of {STORAGE_DTYPES}")
+    storage = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
     out_dir = os.path.abspath(os.fspath(out_dir))
     with _io.atomic_directory(out_dir) as tmp:
         writer = LatentCacheWriter(tmp, records_per_shard=records_per_shard)
@@ -64,22 +77,23 @@ def precompute_latent_cache(manifest_path: str | os.PathLike, pipeline_path_or_p
                 continue
             pending.append(example)
             if len(pending) == batch_size:
-                _encode_and_write(pipe, pending, writer, storage)
+                _encode_and_write(pipe, examples, pending, writer, storage)
                 pending = []
         if pending:
-            _encode_and_write(pipe, pending, writer, storage)
+            _encode_and_write(pipe, examples, pending, writer, storage)
         if not writer.count:
-            raise ValueError(f"{config['manifest']}: none of its {len(entries)} entries could be decoded (see the "
+            raise ValueError(f"{config.get('manifest', 'the data source')}: none of its {len(examples)} entries "
+                             f"could be decoded (see the "
                              f"warnings above); no latent cache written")
-        null_embeds, null_mask = pipe.encode_prompt([""])
+        null_embeds, null_mask = pipe.encode_prompt([""], negative=True)
         metadata = writer.close(null_embeds=np.asarray(null_embeds)[0], null_mask=np.asarray(null_mask)[0],
                                 skipped=skipped, config=config)
     print(f"wrote a latent cache of {metadata['count']} examples ({skipped} skipped) to {out_dir}")
     return metadata
 
 
-def _decoded(examples: ManifestExamples, threads: int, progress: bool):
-    """The manifest's examples in order, decoded by ``threads`` threads."""
+def _decoded(examples, threads: int, progress: bool):
+    """The source's examples in order, decoded by ``threads`` threads."""
     import grain
     from tqdm.auto import tqdm
 
@@ -88,10 +102,10 @@ def _decoded(examples: ManifestExamples, threads: int, progress: bool):
     yield from tqdm(ds, total=len(examples), desc="precompute", unit="clip", disable=not progress)
 
 
-def _encode_and_write(pipe, examples: list[dict], writer: LatentCacheWriter, storage: np.dtype) -> None:
+def _encode_and_write(pipe, source, examples: list[dict], writer: LatentCacheWriter, storage: np.dtype) -> None:
     import jax.numpy as jnp
 
-    batch = ManifestExamples.collate(examples)
+    batch = source.collate(examples)
     captions = batch["caption"].tolist()
     latents = np.asarray(pipe.vae.encode(jnp.asarray(batch["video"])), np.float32)
     embeds, mask = pipe.encode_prompt(captions)

@@ -1,0 +1,179 @@
+"""The demo model's build steps around ``train.py`` (README "The demo model" lists the whole recipe).
+
+    python -m sana_jax.demo_build text-encoder PARTS          # caption-vocabulary tokenizer + tiny frozen Gemma2
+    python -m sana_jax.demo_build vae RUN PARTS                # export the autoencoder run + latent statistics
+    python -m sana_jax.demo_build pipeline PARTS OUT [--transformer FOLDER] [--dit-config configs/demo_dit.py]
+    python -m sana_jax.demo_build cache PIPELINE OUT [--clips 4096] [--frames 17]
+
+PARTS is a working folder holding ``tokenizer/``, ``text_encoder/`` and ``vae/``. ``pipeline`` assembles a
+diffusers ``SanaVideoPipeline`` folder from them plus a transformer (a component folder, e.g. exported with
+``python -m convert to-torch RUN FOLDER --ema``; without one, random weights from the DiT config, which is what
+the latent cache needs before the DiT is trained), the flow DPM-Solver++ scheduler and ``sample_defaults.json``.
+Steps that build PyTorch-format folders need the test extras (torch, diffusers, transformers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from sana_jax import _io
+from sana_jax.data import shapes
+
+SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")
+TEXT_ENCODER = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                    num_key_value_heads=1, head_dim=32, max_position_embeddings=1024, sliding_window=512)
+FLOW_SHIFT = 3.0
+# The demo's native sampling settings (written to the pipeline folder as sample_defaults.json).
+SAMPLE_DEFAULTS = {"height": shapes.HEIGHT, "width": shapes.WIDTH, "frames": shapes.FRAMES, "steps": 20,
+                   "guidance": 4.0, "fps": shapes.FPS, "stream": True, "block_frames": 2, "sampler": "dpm"}
+
+
+def build_tokenizer():
+    """A word-level tokenizer over the captions' words (any other word is <unk>), BOS-prefixed like Gemma's."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate([*SPECIALS, *shapes.vocabulary()])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
+                                                       special_tokens=[("<bos>", vocab["<bos>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
+                                   pad_token="<pad>", padding_side="right")
+
+
+def build_text_encoder(parts: str, seed: int = 0) -> None:
+    """PARTS/tokenizer and PARTS/text_encoder: a frozen random Gemma2 (transformers layout)."""
+    import torch
+    from transformers import Gemma2Config, Gemma2Model
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    model = Gemma2Model(Gemma2Config(vocab_size=len(tokenizer), pad_token_id=0, eos_token_id=1, bos_token_id=2,
+                                     **TEXT_ENCODER)).eval()
+    tokenizer.save_pretrained(os.path.join(parts, "tokenizer"))
+    model.save_pretrained(os.path.join(parts, "text_encoder"))
+    print(f"wrote {parts}/tokenizer ({len(tokenizer)} tokens) and {parts}/text_encoder "
+          f"({sum(p.numel() for p in model.parameters()):,} params)")
+
+
+def latent_statistics(vae, clips: int, seed: int = 1, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of the un-normalised posterior means over ``clips`` training clips."""
+    import jax.numpy as jnp
+
+    examples = shapes.ShapesExamples(seed=seed, num_examples=clips)
+    cfg = vae.config
+    mean, std = np.asarray(cfg.latents_mean, np.float64), np.asarray(cfg.latents_std, np.float64)
+    zs = []
+    for start in range(0, clips, batch):
+        video = examples.collate([examples[i] for i in range(start, min(clips, start + batch))])["video"]
+        z = np.asarray(vae.encode(jnp.asarray(video)), np.float64) * std + mean   # undo the current normalisation
+        zs.append(z.reshape(-1, z.shape[-1]))
+    z = np.concatenate(zs)
+    return z.mean(0), z.std(0)
+
+
+def build_vae(run: str, parts: str, clips: int = 512) -> None:
+    """PARTS/vae: the autoencoder run's weights (diffusers layout) with latents_mean/std measured on the world."""
+    from sana_jax import load_component
+    from sana_jax.training.export import export_run
+
+    out = os.path.join(parts, "vae")
+    export_run(run, out, format="diffusers")
+    vae = load_component(out)
+    mean, std = latent_statistics(vae, clips)
+    with open(os.path.join(out, "config.json")) as f:
+        config = json.load(f)
+    config["latents_mean"] = [round(float(m), 6) for m in mean]
+    config["latents_std"] = [round(float(s), 6) for s in std]
+    _io.atomic_write_text(os.path.join(out, "config.json"), json.dumps(config, indent=2) + "\n")
+    load_component(out)   # the folder loads as written
+    print(f"wrote {out}: latent std per channel {np.round(std, 3).tolist()}")
+
+
+def dit_architecture(config_path: str) -> dict:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_dit_config", config_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.get_config().model.architecture)
+
+
+def build_pipeline(parts: str, out: str, transformer: str | None = None,
+                   dit_config: str = os.path.join("configs", "demo_dit.py"), seed: int = 0) -> None:
+    """A diffusers SanaVideoPipeline folder at ``out`` (replaced atomically) with sample_defaults.json."""
+    import torch
+    from diffusers import AutoencoderKLWan, DPMSolverMultistepScheduler, SanaVideoPipeline, SanaVideoTransformer3DModel
+    from transformers import AutoTokenizer, Gemma2Model
+
+    if transformer is None:
+        torch.manual_seed(seed)
+        model = SanaVideoTransformer3DModel(**dit_architecture(dit_config))
+    else:
+        model = SanaVideoTransformer3DModel.from_pretrained(transformer)
+    pipe = SanaVideoPipeline(
+        tokenizer=AutoTokenizer.from_pretrained(os.path.join(parts, "tokenizer")),
+        text_encoder=Gemma2Model.from_pretrained(os.path.join(parts, "text_encoder")).eval(),
+        vae=AutoencoderKLWan.from_pretrained(os.path.join(parts, "vae")).eval(),
+        transformer=model.eval(),
+        scheduler=DPMSolverMultistepScheduler(flow_shift=FLOW_SHIFT, use_flow_sigmas=True,
+                                              prediction_type="flow_prediction"))
+    with _io.atomic_directory(out) as tmp:
+        pipe.save_pretrained(tmp)
+        with open(os.path.join(tmp, "sample_defaults.json"), "w") as f:
+            json.dump(SAMPLE_DEFAULTS, f, indent=2)
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
+    print(f"wrote {out} ({size / 1e6:.1f} MB)")
+
+
+def build_cache(pipeline: str, out: str, clips: int, frames: int, seed: int = 2) -> None:
+    """A latent cache of ``clips`` training clips of ``frames`` frames for the DiT (configs/demo_dit.py)."""
+    from sana_jax import SanaVideoPipeline
+    from sana_jax.training.data.precompute import write_latent_cache
+
+    pipe = SanaVideoPipeline.from_pretrained(pipeline)
+    examples = shapes.ShapesExamples(seed=seed, num_examples=clips, frames=frames)
+    pipe.latent_shape(1, shapes.HEIGHT, shapes.WIDTH, frames)
+    write_latent_cache(examples, pipe, out, batch_size=32, decode_threads=1,
+                       config={"source": "shapes", "seed": seed, "clips": clips, "frames": frames,
+                               "pipeline": os.path.abspath(pipeline)})
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sana_jax.demo_build", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="stage", required=True)
+    p = sub.add_parser("text-encoder")
+    p.add_argument("parts")
+    p = sub.add_parser("vae")
+    p.add_argument("run")
+    p.add_argument("parts")
+    p.add_argument("--clips", type=int, default=512, help="clips measured for latents_mean / latents_std")
+    p = sub.add_parser("pipeline")
+    p.add_argument("parts")
+    p.add_argument("out")
+    p.add_argument("--transformer", default=None, help="a transformer component folder (default: random weights)")
+    p.add_argument("--dit-config", default=os.path.join("configs", "demo_dit.py"))
+    p = sub.add_parser("cache")
+    p.add_argument("pipeline")
+    p.add_argument("out")
+    p.add_argument("--clips", type=int, default=4096)
+    p.add_argument("--frames", type=int, default=shapes.FRAMES)
+    args = parser.parse_args(argv)
+    if args.stage == "text-encoder":
+        build_text_encoder(args.parts)
+    elif args.stage == "vae":
+        build_vae(args.run, args.parts, args.clips)
+    elif args.stage == "pipeline":
+        build_pipeline(args.parts, args.out, args.transformer, args.dit_config)
+    else:
+        build_cache(args.pipeline, args.out, args.clips, args.frames)
+
+
+if __name__ == "__main__":
+    main()

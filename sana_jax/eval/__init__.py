@@ -1,0 +1,1 @@
+"""Evaluations of sampled video against worlds whose truth is known (``sana_jax.eval.shapes``)."""
