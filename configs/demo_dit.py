@@ -18,7 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.task = "dit"
     c.seed = 0
-    c.total_steps = 3000
+    c.total_steps = 6000
     c.checkpoint_every = 1000
     c.keep_checkpoints = 1
     c.log_every = 50

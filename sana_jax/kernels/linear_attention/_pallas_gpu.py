@@ -39,6 +39,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
+from sana_jax.kernels.linear_attention._vjp import fused_op
 from sana_jax.kernels.linear_attention._xla import _check
 
 F32 = jnp.float32
@@ -302,25 +303,7 @@ def _backward(p, q, k, v, tables, s_runs, z_runs, d_out, d_s, d_z):
 
 def _fused(plan):
     """(q, k, v, tables, s0, z0) -> (out, S_final, z_final) in the split layout, with the hand-written backward."""
-
-    @jax.custom_vjp
-    def fused(q, k, v, tables, s0, z0):
-        out, s_runs, z_runs = _forward(plan, q, k, v, tables, s0, z0)
-        return out, s_runs[:, -1], z_runs[:, -1]
-
-    def fwd(q, k, v, tables, s0, z0):
-        out, s_runs, z_runs = _forward(plan, q, k, v, tables, s0, z0)
-        return (out, s_runs[:, -1], z_runs[:, -1]), (q, k, v, tables, s_runs, z_runs)
-
-    def bwd(res, cotangents):
-        q, k, v, tables, s_runs, z_runs = res
-        d_out, d_s, d_z = cotangents
-        dq, dk, dv, ds0, dz0 = _backward(plan, q, k, v, tables, s_runs, z_runs, d_out, d_s, d_z)
-        # RoPE tables are constants of the position grid: zero cotangent.
-        return dq, dk, dv, jax.tree.map(jnp.zeros_like, tables), ds0, dz0
-
-    fused.defvjp(fwd, bwd)
-    return fused
+    return fused_op(functools.partial(_forward, plan), functools.partial(_backward, plan), lambda x: x[:, -1])
 
 
 # ------------------------------------------------------------------------------------------------- public entry
