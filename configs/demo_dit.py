@@ -1,11 +1,15 @@
 """Stage 2 of the demo model: a small Linear DiT trained block-causally on latents of the shapes world.
 
-    python train.py --config configs/demo_dit.py --workdir runs/demo_dit --config.data.path=runs/demo_cache
+    python train.py --config configs/demo_dit.py --workdir runs/demo_dit        # latent cache in runs/demo_cache
+    python -m convert to-torch runs/demo_dit runs/dit --ema                      # the shipped weights: step 8000 EMA
 
 Latents from the demo autoencoder (16 channels, 4 x 4 per latent frame), captions encoded by the demo text
 encoder (64-dim, 300 tokens), clips of 17 frames = 5 latent frames. Block-causal diffusion forcing with blocks of
 2 latent frames (the first absorbs the remainder: 3 + 2), as `sample.py --stream` samples them; random
 RoPE time offsets so blocks far into a long video sit at positions seen in training; 10% image-to-video samples.
+About 45 minutes on 2 CPU cores (3 steps/s). Held-out accuracy (EMA, guidance 4): colour and shape came first
+(step 3000, 12 videos: colour 0.83, shape 0.58, direction 0.08), direction last (step 6000, 48 videos: 1.00 /
+0.90 / 1.00); step 8000 with guidance 6 is what ships.
 See README "The demo model".
 """
 
@@ -18,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.task = "dit"
     c.seed = 0
-    c.total_steps = 6000
+    c.total_steps = 8000
     c.checkpoint_every = 1000
     c.keep_checkpoints = 1
     c.log_every = 50

@@ -29,7 +29,7 @@ TEXT_ENCODER = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, 
 FLOW_SHIFT = 3.0
 # The demo's native sampling settings (written to the pipeline folder as sample_defaults.json).
 SAMPLE_DEFAULTS = {"height": shapes.HEIGHT, "width": shapes.WIDTH, "frames": shapes.FRAMES, "steps": 20,
-                   "guidance": 4.0, "fps": shapes.FPS, "stream": True, "block_frames": 2, "sampler": "dpm"}
+                   "guidance": 6.0, "fps": shapes.FPS, "stream": True, "block_frames": 2, "sampler": "dpm"}
 
 
 def build_tokenizer():
