@@ -17,7 +17,7 @@ from conftest import rel_err
 from sana_jax.kernels.linear_attention._pallas_gpu import linear_attention_pallas_gpu
 from sana_jax.kernels.linear_attention._sharded import sharded_linear_attention
 from sana_jax.kernels.linear_attention._xla import linear_attention_xla
-from test_linear_attention_pallas import make_inputs, numpy_reference
+from test_linear_attention_pallas import assert_matches_references, make_inputs, numpy_reference
 
 # The package (its parent re-exports the function of the same name).
 la = importlib.import_module("sana_jax.kernels.linear_attention")
@@ -40,34 +40,8 @@ def _run(fn, q, k, v, rope, chunk_size, state, **kw):
 
 @pytest.mark.parametrize("case", CASES)
 def test_forward_state_and_vjp_match_float64_numpy_and_xla(case):
-    seed, b, n, h, d, dv, chunk, rope, init, tile, splits = case
-    q, k, v, tables, state = make_inputs(seed, b, n, h, d, dv, rope=rope, initial_state=init)
-    s0, z0 = state if init else (jnp.zeros((b, h, dv, d)), jnp.zeros((b, h, d)))
-
-    def gpu(q, k, v, s0, z0):
-        return _run(linear_attention_pallas_gpu, q, k, v, tables, chunk, (s0, z0) if init else None,
-                    tile=tile, splits=splits, interpret=True)
-
-    def xla(q, k, v, s0, z0):
-        return _run(linear_attention_xla, q, k, v, tables, chunk, (s0, z0) if init else None)
-
-    args = (q, k, v, s0, z0)
-    (out, (s, z)), vjp_gpu = jax.vjp(gpu, *args)
-    (out_x, (s_x, z_x)), vjp_xla = jax.vjp(xla, *args)
-    out_np, (s_np, z_np) = numpy_reference(q, k, v, tables, chunk, state, 1e-15)
-    for got, xla_val, ref in ((out, out_x, out_np), (s, s_x, s_np), (z, z_x, z_np)):
-        assert rel_err(got, ref) < 1e-5
-        assert rel_err(got, xla_val) < 1e-5
-    assert out.dtype == q.dtype and s.dtype == z.dtype == jnp.float32
-    assert s.shape == (b, h, dv, d) and z.shape == (b, h, d)
-
-    ks = jax.random.split(jax.random.PRNGKey(100 + seed), 3)
-    cotangent = (jax.random.normal(ks[0], out.shape), (jax.random.normal(ks[1], s.shape),
-                                                       jax.random.normal(ks[2], z.shape)))
-    names = ("q", "k", "v", "S0", "z0") if init else ("q", "k", "v")
-    for name, g, gx in zip(names, vjp_gpu(cotangent), vjp_xla(cotangent)):
-        assert np.linalg.norm(np.asarray(gx)) > 0, name
-        assert rel_err(g, gx) < 1e-5, name
+    *shape, tile, splits = case
+    assert_matches_references(linear_attention_pallas_gpu, *shape, tile=tile, splits=splits, interpret=True)
 
 
 def test_bf16_inputs_and_bf16_products():
