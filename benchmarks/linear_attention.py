@@ -14,7 +14,8 @@ q, k, v) is timed too; its minimum traffic counts q, k, v, dOut read and dq, dk,
 Implementations: "xla", "pallas" (the backend's kernel: Triton on GPU with TF32 products, Mosaic on TPU) and, on
 GPU, "pallas-bf16" (bf16 products) and "pallas-fp32" (exact fp32 FMAs). On CPU the Pallas kernels only run in
 interpret mode (meaningless as a time): they are skipped unless asked for, with --shapes small.
---sweep (GPU) times the Triton forward over tile rows x warps x operand precision at the 480p shape.
+--sweep (GPU) times the Triton forward over tile rows x warps x operand precision at the 480p shape; with
+--backward, forward+backward over the gradient kernels' tile rows x warps at 480p and 720p, against XLA.
 --check (GPU) compares the compiled kernels' output, final state and VJPs with the XLA op run on the CPU at fp32
 "highest" precision, on an odd shape (N not a multiple of the tile, runs not dividing N, d_v != d, initial state).
 """
@@ -117,26 +118,47 @@ def timing(args, backend):
 
 
 def sweep(args):
+    """Forward over tile x warps x products at 480p; with --backward, forward+backward over the gradient kernels'
+    tile x warps (forward at its defaults) at 480p and 720p, with the XLA op's times as the baseline."""
     import jax
     import jax.numpy as jnp
 
+    from sana_jax.kernels.linear_attention import linear_attention
     from sana_jax.kernels.linear_attention._pallas_gpu import linear_attention_pallas_gpu
 
-    name, b, n, h, d, run = SHAPES["published"][0]
-    q, k, v, rope = inputs(b, n, h, d, jnp.bfloat16)
+    def timed(fn, q, k, v, rope):
+        try:
+            return f"{device_time(fn, (q, k, v, rope), args.repeats) * 1e3:.3f}"
+        except Exception as e:  # noqa: BLE001  (a configuration Triton rejects is a result)
+            return f"failed: {type(e).__name__}: {str(e)[:80]}"
+
+    def fwd_bwd(op):
+        return jax.jit(jax.grad(lambda q, k, v, rope: jnp.sum(op(q, k, v, rope).astype(jnp.float32)), (0, 1, 2)))
+
     rows = []
-    for chunk in (None, run):
-        for tile in (32, 64, 128):
-            for warps in (4, 8):
-                for matmul in ("tf32", "bf16"):
-                    fwd = jax.jit(functools.partial(linear_attention_pallas_gpu, chunk_size=chunk, tile=tile,
-                                                    num_warps=warps, matmul=matmul))
-                    try:
-                        t = f"{device_time(fwd, (q, k, v, rope), args.repeats) * 1e3:.3f}"
-                    except Exception as e:  # noqa: BLE001  (a configuration Triton rejects is a result)
-                        t = f"failed: {type(e).__name__}: {str(e)[:80]}"
-                    rows.append((name, "bidirectional" if chunk is None else f"C={chunk}", tile, warps, matmul, t))
-    table(("shape", "mode", "tile", "warps", "products", "forward ms"), rows)
+    shapes = SHAPES["published"] if args.backward else SHAPES["published"][:1]
+    for name, b, n, h, d, run in shapes:
+        q, k, v, rope = inputs(b, n, h, d, jnp.bfloat16)
+        for chunk in (None, run):
+            mode = "bidirectional" if chunk is None else f"C={chunk}"
+            if args.backward:
+                xla = functools.partial(linear_attention, chunk_size=chunk, implementation="xla")
+                rows.append((name, mode, "xla", "", "", "", "fwd+bwd", timed(fwd_bwd(xla), q, k, v, rope)))
+                for tile in (32, 64, 128):
+                    for warps in (4, 8):
+                        op = functools.partial(linear_attention_pallas_gpu, chunk_size=chunk, backward_tile=tile,
+                                               backward_num_warps=warps)
+                        rows.append((name, mode, "pallas", tile, warps, "tf32", "fwd+bwd",
+                                     timed(fwd_bwd(op), q, k, v, rope)))
+                        print(*rows[-1], sep=" | ", flush=True)
+                continue
+            for tile in (32, 64, 128):
+                for warps in (4, 8):
+                    for matmul in ("tf32", "bf16"):
+                        fwd = jax.jit(functools.partial(linear_attention_pallas_gpu, chunk_size=chunk, tile=tile,
+                                                        num_warps=warps, matmul=matmul))
+                        rows.append((name, mode, "pallas", tile, warps, matmul, "forward", timed(fwd, q, k, v, rope)))
+    table(("shape", "mode", "implementation", "tile", "warps", "products", "pass", "ms"), rows)
 
 
 def check(args, backend):

@@ -121,3 +121,4 @@ def test_auto_picks_xla_on_cpu_and_pallas_only_when_asked():
     from sana_jax.kernels.linear_attention import resolve
 
     assert resolve("auto") == "xla" and resolve("pallas") == "pallas" and resolve("xla") == "xla"
+    assert resolve("auto", block_causal=True) == "xla"

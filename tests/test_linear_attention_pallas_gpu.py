@@ -22,15 +22,15 @@ from test_linear_attention_pallas import assert_matches_references, make_inputs,
 # The package (its parent re-exports the function of the same name).
 la = importlib.import_module("sana_jax.kernels.linear_attention")
 
-# (seed, B, N, H, d, d_v, chunk_size, rope, initial state, tile, splits): odd N; runs of several tiles shared by
-# several programs (with tiles past the run's end); chunks not dividing N; d_v != d; odd d without RoPE (padded
-# pair); one run (chunk >= N).
+# (seed, B, N, H, d, d_v, chunk_size, rope, initial state, tile, backward tile, splits): odd N; runs of several
+# tiles shared by several programs (with tiles past the run's end); chunks not dividing N; d_v != d; odd d without
+# RoPE (padded pair); one run (chunk >= N); backward tiled unlike the forward.
 CASES = [
-    (0, 2, 37, 2, 8, 8, None, False, True, 16, 2),
-    (1, 2, 45, 2, 16, 12, 20, True, True, 16, None),
-    (2, 1, 100, 2, 6, 5, None, True, False, 16, 3),
-    (3, 3, 23, 1, 8, 16, 7, True, False, 16, 1),
-    (4, 1, 50, 1, 7, 9, 64, False, True, 32, None),
+    (0, 2, 37, 2, 8, 8, None, False, True, 16, 16, 2),
+    (1, 2, 45, 2, 16, 12, 20, True, True, 16, 32, None),
+    (2, 1, 100, 2, 6, 5, None, True, False, 16, 16, 3),
+    (3, 3, 23, 1, 8, 16, 7, True, False, 16, 16, 1),
+    (4, 1, 50, 1, 7, 9, 64, False, True, 32, 16, None),
 ]
 
 
@@ -40,8 +40,9 @@ def _run(fn, q, k, v, rope, chunk_size, state, **kw):
 
 @pytest.mark.parametrize("case", CASES)
 def test_forward_state_and_vjp_match_float64_numpy_and_xla(case):
-    *shape, tile, splits = case
-    assert_matches_references(linear_attention_pallas_gpu, *shape, tile=tile, splits=splits, interpret=True)
+    *shape, tile, backward_tile, splits = case
+    assert_matches_references(linear_attention_pallas_gpu, *shape, tile=tile, backward_tile=backward_tile,
+                              splits=splits, interpret=True)
 
 
 def test_bf16_inputs_and_bf16_products():
@@ -82,8 +83,10 @@ def test_argument_errors():
     q, k, v, _, _ = make_inputs(8, 1, 40, 1, 8, 8, rope=False, initial_state=False)
     with pytest.raises(ValueError, match="tile must be a power of two"):
         linear_attention_pallas_gpu(q, k, v, tile=48)
+    with pytest.raises(ValueError, match="backward_tile must be a power of two"):
+        linear_attention_pallas_gpu(q, k, v, backward_tile=8)
     with pytest.raises(ValueError, match=r"splits must be an int in \[1, 3\]"):
-        linear_attention_pallas_gpu(q, k, v, tile=16, splits=4)
+        linear_attention_pallas_gpu(q, k, v, tile=16, backward_tile=16, splits=4)
     with pytest.raises(ValueError, match="matmul must be one of"):
         linear_attention_pallas_gpu(q, k, v, matmul="fp16")
     with pytest.raises(ValueError, match="same shape"):
@@ -93,7 +96,10 @@ def test_argument_errors():
 def test_pallas_kernel_picks_the_triton_kernel_on_gpu(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert la.pallas_kernel() is linear_attention_pallas_gpu
-    assert la.resolve("auto") == "xla"  # opt-in on GPU until compiled and timed there
+    # As timed on an H200: Triton for block-causal calls, XLA for bidirectional ones.
+    assert la.resolve("auto", block_causal=True) == "pallas"
+    assert la.resolve("auto") == la.resolve("auto", block_causal=False) == "xla"
+    assert la.resolve("xla", block_causal=True) == "xla"
 
 
 def test_transformer_forward_and_gradients_with_the_gpu_kernel_equal_xla(monkeypatch):

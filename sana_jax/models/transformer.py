@@ -87,7 +87,8 @@ class LinearSelfAttention(nn.Module):
             k = RMSNorm(1e-5, axis_name="heads", param_dtype=self.param_dtype, name="norm_k")(k)
         split = lambda a: a.reshape(a.shape[0], a.shape[1], self.heads, self.head_dim)
         q, k, v = split(q), split(k), split(v)
-        attend = _attention_op(self.implementation, self.eps)
+        attend = _attention_op(self.implementation, self.eps,
+                               block_causal=state is not None or (block_sizes is not None and len(block_sizes) > 1))
         if state is not None:
             out, state = attend(q, k, v, rope, initial_state=state, return_state=True)
         elif block_sizes is None or len(block_sizes) == 1:
@@ -98,12 +99,14 @@ class LinearSelfAttention(nn.Module):
         return out.reshape(shape), state
 
 
-def _attention_op(implementation: str, eps: float):
-    """The linear-attention call. A Pallas kernel is opaque to XLA's partitioner: under a device mesh it runs per
-    device inside ``shard_map``, batch and heads split as the logical rules say and video frames split along the
-    sequence axis (only the attention sums cross devices)."""
+def _attention_op(implementation: str, eps: float, block_causal: bool):
+    """The linear-attention call ("auto" resolved once per layer call, by backend and by whether the call is
+    block-causal or continues a state). A Pallas kernel is opaque to XLA's partitioner: under a device mesh it runs
+    per device inside ``shard_map``, batch and heads split as the logical rules say and video frames split along
+    the sequence axis (only the attention sums cross devices)."""
     mesh = jax.sharding.get_abstract_mesh()
-    if resolve_attention(implementation) != "pallas" or mesh.empty or mesh.size == 1:
+    implementation = resolve_attention(implementation, block_causal)
+    if implementation != "pallas" or mesh.empty or mesh.size == 1:
         return functools.partial(linear_attention, eps=eps, implementation=implementation)
     # The tokens (B, N, H, d) as the rules lay them out (N is frame-major, so it is split like the frames).
     batch, sequence, heads = (() if a is None else (a,) if isinstance(a, str) else tuple(a)

@@ -20,13 +20,16 @@ from sana_jax.kernels.linear_attention._xla import linear_attention_xla
 IMPLEMENTATIONS = ("auto", "xla", "pallas")
 
 
-def resolve(implementation: str) -> str:
-    """"auto": the Pallas kernel on TPU; XLA on CPU (where Pallas only interprets) and on GPU, where the Triton
-    kernel is opt-in ("pallas") until it has been compiled and timed on a GPU (interpret-tested only so far)."""
+def resolve(implementation: str, block_causal: bool = False) -> str:
+    """"auto": the Pallas kernel on TPU; XLA on CPU (where Pallas only interprets); on GPU the Triton kernel for
+    block-causal calls and XLA for bidirectional ones — as timed on an H200 (benchmarks/results/
+    linear_attention_h200.md): block-causal, Triton is 2.3-2.4x faster forward and 1.7-1.9x forward+backward;
+    bidirectional, the forwards tie and XLA's backward is 1.2-1.3x faster."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation={implementation!r}; expected one of {IMPLEMENTATIONS}")
     if implementation == "auto":
-        return "pallas" if jax.default_backend() == "tpu" else "xla"
+        backend = jax.default_backend()
+        return "pallas" if backend == "tpu" or (backend == "gpu" and block_causal) else "xla"
     return implementation
 
 
@@ -49,7 +52,7 @@ def linear_attention(q, k, v, rope=None, *, chunk_size=None, initial_state=None,
     Returns out (B, N, H, d_v) in q's dtype, and with ``return_state=True`` also the final (S, z).
     ``implementation="pallas"`` on CPU runs the TPU kernel in Pallas interpret mode (for tests).
     """
-    if resolve(implementation) == "pallas":
+    if resolve(implementation, block_causal=chunk_size is not None) == "pallas":
         return pallas_kernel()(q, k, v, rope, chunk_size=chunk_size, initial_state=initial_state,
                                return_state=return_state, eps=eps)
     return linear_attention_xla(q, k, v, rope, chunk_size=chunk_size, initial_state=initial_state,

@@ -43,7 +43,10 @@ from sana_jax.kernels.linear_attention._vjp import fused_op
 from sana_jax.kernels.linear_attention._xla import _check
 
 F32 = jnp.float32
-TILE = 64                      # token rows per kernel step
+# Token rows per kernel step and warps per program: the fastest of the sweep on an H200 (jax 0.11.2, 480p and
+# 720p, benchmarks/results/linear_attention_h200.md).
+TILE, WARPS = 128, 8
+BACKWARD_TILE, BACKWARD_WARPS = 64, 8         # 128 rows need 288 KiB of shared memory (H200: 227)
 _MIN_DIM = 16                  # Triton's smallest matrix-unit operand side
 # Matrix-product operands: (dtype, precision). Triton runs fp32 DEFAULT as TF32 and HIGHEST as exact fp32 FMAs.
 MATMUL = {"tf32": (F32, jax.lax.Precision.DEFAULT), "fp32": (F32, jax.lax.Precision.HIGHEST),
@@ -301,9 +304,11 @@ def _backward(p, q, k, v, tables, s_runs, z_runs, d_out, d_s, d_z):
     return dq, dk, dv, g_s[:, 0], g_z[:, 0]
 
 
-def _fused(plan):
-    """(q, k, v, tables, s0, z0) -> (out, S_final, z_final) in the split layout, with the hand-written backward."""
-    return fused_op(functools.partial(_forward, plan), functools.partial(_backward, plan), lambda x: x[:, -1])
+def _fused(plan, backward_plan):
+    """(q, k, v, tables, s0, z0) -> (out, S_final, z_final) in the split layout, with the hand-written backward
+    (its own tile rows and warps: the per-run states between the passes do not depend on the tiling)."""
+    return fused_op(functools.partial(_forward, plan), functools.partial(_backward, backward_plan),
+                    lambda x: x[:, -1])
 
 
 # ------------------------------------------------------------------------------------------------- public entry
@@ -317,17 +322,22 @@ def _default_splits(p_programs: int, tiles: int, interpret) -> int:
 
 
 def linear_attention_pallas_gpu(q, k, v, rope=None, *, chunk_size=None, initial_state=None, return_state=False,
-                                eps=1e-15, interpret=None, tile=TILE, splits=None, matmul="tf32", num_warps=4):
+                                eps=1e-15, interpret=None, tile=TILE, splits=None, matmul="tf32", num_warps=WARPS,
+                                backward_tile=None, backward_num_warps=None):
     """See `sana_jax.kernels.linear_attention`. q, k: (B, N, H, d); v: (B, N, H, d_v); rope: (cos, sin) (N, d).
 
     ``interpret=None`` compiles through Triton on GPU and runs the Pallas interpreter elsewhere (tests).
     ``tile``: token rows per kernel step (a power of two >= 16). ``splits``: programs sharing one run's (S, z)
-    sums (default: enough to fill the GPU). ``matmul``: "tf32" | "fp32" | "bf16", the matrix products' operands
+    sums (default: enough to fill the GPU). ``backward_tile``/``backward_num_warps``: the same for the two
+    gradient kernels (default: BACKWARD_TILE/BACKWARD_WARPS). ``matmul``: "tf32" | "fp32" | "bf16", the matrix products' operands
     (module docstring). ``eps`` must be > 0: masked rows have a denominator of exactly eps.
     """
     _check(q, k, v, rope, chunk_size, initial_state)
-    if tile < _MIN_DIM or tile & (tile - 1):
-        raise ValueError(f"tile must be a power of two >= {_MIN_DIM}; got {tile}")
+    backward_tile = BACKWARD_TILE if backward_tile is None else backward_tile
+    backward_num_warps = BACKWARD_WARPS if backward_num_warps is None else backward_num_warps
+    for name, value in (("tile", tile), ("backward_tile", backward_tile)):
+        if not isinstance(value, int) or value < _MIN_DIM or value & (value - 1):
+            raise ValueError(f"{name} must be a power of two >= {_MIN_DIM}; got {value!r}")
     if matmul not in MATMUL:
         raise ValueError(f"matmul must be one of {tuple(MATMUL)}; got {matmul!r}")
     if interpret is None:
@@ -342,13 +352,15 @@ def linear_attention_pallas_gpu(q, k, v, rope=None, *, chunk_size=None, initial_
     d2 = q.shape[-1] // 2
     run = n if chunk_size is None or chunk_size >= n else chunk_size
     runs = -(-n // run)
-    tiles = -(-run // tile)
-    if splits is None:
-        splits = _default_splits(b * h * runs, tiles, interpret)
-    if not (isinstance(splits, int) and 1 <= splits <= tiles):
-        raise ValueError(f"splits must be an int in [1, {tiles}] (tiles per run); got {splits!r}")
-    p = _Plan(b, n, h, d2, dv, run, runs, tile, splits, rope is not None, float(eps), matmul,
-              interpret, num_warps)
+    plans = []
+    for t, warps in ((tile, num_warps), (backward_tile, backward_num_warps)):
+        tiles = -(-run // t)
+        split = _default_splits(b * h * runs, tiles, interpret) if splits is None else splits
+        if not (isinstance(split, int) and 1 <= split <= tiles):
+            raise ValueError(f"splits must be an int in [1, {tiles}] (tiles per run at tile {t}); got {splits!r}")
+        plans.append(_Plan(b, n, h, d2, dv, run, runs, t, split, rope is not None, float(eps), matmul,
+                           interpret, warps))
+    p = plans[0]
 
     if rope is not None:
         cos, sin = (t.astype(F32) for t in rope)
@@ -360,7 +372,7 @@ def linear_attention_pallas_gpu(q, k, v, rope=None, *, chunk_size=None, initial_
     else:
         s0, z0 = _to_split(p, initial_state[0].astype(F32), initial_state[1].astype(F32))
     pairs = lambda x: x.reshape(b, n, h, d2, 2)  # noqa: E731  (a free reshape)
-    out, s, z = _fused(p)(pairs(q), pairs(k), v, tables, s0, z0)
+    out, s, z = _fused(*plans)(pairs(q), pairs(k), v, tables, s0, z0)
     if not return_state:
         return out
     s, z = _from_split(p, s, z)
