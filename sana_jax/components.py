@@ -18,15 +18,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from sana_jax import _io
-from sana_jax.config import (AutoencoderDCConfig, AutoencoderKLWanConfig, ComponentConfig, ConfigError, Gemma2Config,
-                             SanaVideoCausalTransformerConfig, SanaVideoTransformerConfig, read_json)
+from sana_jax.config import (AutoencoderDCConfig, AutoencoderKLLTX2VideoConfig, AutoencoderKLWanConfig, ComponentConfig,
+                             ConfigError, Gemma2Config, SanaVideoCausalTransformerConfig, SanaVideoTransformerConfig,
+                             read_json)
 from sana_jax.models.dc_ae import DCAutoencoder
 from sana_jax.models.dc_ae import check_config as check_dc_ae_config
 from sana_jax.models.gemma2 import Gemma2Model
+from sana_jax.models.ltx2_vae import AutoencoderKLLTX2Video
+from sana_jax.models.ltx2_vae import check_supported as check_ltx2_vae_config
 from sana_jax.models.transformer import SanaVideoTransformer
 from sana_jax.models.wan_vae import AutoencoderKLWan, check_supported
 from sana_jax.weights import dc_ae as dc_ae_weights
 from sana_jax.weights import gemma2 as gemma2_weights
+from sana_jax.weights import ltx2_vae as ltx2_vae_weights
 from sana_jax.weights import rulebook
 from sana_jax.weights import transformer as transformer_weights
 from sana_jax.weights import wan_vae as wan_vae_weights
@@ -78,6 +82,16 @@ def _build_wan_vae(cfg, *, dtype="float32", param_dtype="float32"):
     return AutoencoderKLWan(cfg, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype))
 
 
+def _ltx2_vae_inputs(cfg: AutoencoderKLLTX2VideoConfig):
+    size = cfg.spatial_ratio
+    return (jnp.zeros((1, 1, size, size, cfg.in_channels), jnp.float32),)
+
+
+def _build_ltx2_vae(cfg, *, dtype="float32", param_dtype="float32"):
+    check_ltx2_vae_config(cfg)
+    return AutoencoderKLLTX2Video(cfg, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype))
+
+
 def _dc_ae_inputs(cfg: AutoencoderDCConfig):
     f = cfg.spatial_compression_ratio
     return (jnp.zeros((1, f, f, cfg.in_channels), jnp.float32),)
@@ -106,6 +120,9 @@ REGISTRY: dict[str, ComponentSpec] = {
         "diffusion_pytorch_model", transformer_weights.BLOCKS, static_argnames=("block_sizes",)),
     "AutoencoderKLWan": ComponentSpec(
         AutoencoderKLWanConfig, _build_wan_vae, _wan_vae_inputs, wan_vae_weights.diffusers_rules,
+        "diffusion_pytorch_model", methods=("encode", "decode")),
+    "AutoencoderKLLTX2Video": ComponentSpec(
+        AutoencoderKLLTX2VideoConfig, _build_ltx2_vae, _ltx2_vae_inputs, ltx2_vae_weights.diffusers_rules,
         "diffusion_pytorch_model", methods=("encode", "decode")),
     "AutoencoderDC": ComponentSpec(
         AutoencoderDCConfig, _build_dc_ae, _dc_ae_inputs, dc_ae_weights.diffusers_rules, "diffusion_pytorch_model",
