@@ -45,23 +45,32 @@ def gemma_style_tokenizer():
 
 
 def build_tiny_pipeline(folder, seed: int = 0, vae: str = "wan"):
-    """Saves a random SanaVideoPipeline (tiny transformer, Gemma2, Wan VAE, flow DPM scheduler) to ``folder``."""
-    from diffusers import AutoencoderKLWan, DPMSolverMultistepScheduler, SanaVideoPipeline, SanaVideoTransformer3DModel
+    """Saves a random SanaVideoPipeline (tiny transformer, Gemma2, flow DPM scheduler) to ``folder``.
+
+    ``vae="wan"``: the 480p layout (Wan VAE, 8x spatial / 4x temporal, 16 channels, patch (1, 2, 2), sample_size
+    30). ``vae="ltx2"``: the 720p layout (LTX-2 VAE, 32x spatial / 8x temporal, 8 channels, patch (1, 1, 1),
+    sample_size 22), with random ``latents_mean`` / ``latents_std`` buffers so normalisation is exercised.
+    """
+    from diffusers import DPMSolverMultistepScheduler, SanaVideoPipeline, SanaVideoTransformer3DModel
     from transformers import Gemma2Config, Gemma2Model
 
+    if vae not in ("wan", "ltx2"):
+        raise ValueError(f"vae={vae!r}; expected 'wan' or 'ltx2'")
     torch.manual_seed(seed)
     tokenizer = gemma_style_tokenizer()
     text_encoder = Gemma2Model(Gemma2Config(
         head_dim=16, hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2,
         num_key_value_heads=1, vocab_size=len(tokenizer), sliding_window=4, max_position_embeddings=8192,
         attn_implementation="eager"))
+    # The 720p layout has a latent pixel per token: rope positions reach 42 (1344 / 32) on the widest bin.
+    channels, layout = ((16, dict(sample_size=30, patch_size=(1, 2, 2), rope_max_seq_len=32)) if vae == "wan" else
+                        (8, dict(sample_size=22, patch_size=(1, 1, 1), rope_max_seq_len=64)))
     transformer = SanaVideoTransformer3DModel(
-        in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=12, num_layers=2,
+        in_channels=channels, out_channels=channels, num_attention_heads=2, attention_head_dim=12, num_layers=2,
         num_cross_attention_heads=2, cross_attention_head_dim=12, cross_attention_dim=24, caption_channels=32,
-        mlp_ratio=2.5, sample_size=30, patch_size=(1, 2, 2), norm_elementwise_affine=False, norm_eps=1e-6,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
-    vae_model = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                                 temperal_downsample=[False, True, True])
+        mlp_ratio=2.5, norm_elementwise_affine=False, norm_eps=1e-6, qk_norm="rms_norm_across_heads",
+        **layout)
+    vae_model = _tiny_wan_vae() if vae == "wan" else _tiny_ltx2_vae(seed)
     for i, module in enumerate((text_encoder, transformer, vae_model)):
         randomize_(module, seed=seed + i)
     scheduler = DPMSolverMultistepScheduler(flow_shift=8.0, use_flow_sigmas=True, prediction_type="flow_prediction")
@@ -71,10 +80,39 @@ def build_tiny_pipeline(folder, seed: int = 0, vae: str = "wan"):
     return pipe
 
 
+def _tiny_wan_vae():
+    from diffusers import AutoencoderKLWan
+
+    return AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                            temperal_downsample=[False, True, True])
+
+
+# The LTX-2 layout at toy width: 32x spatial, 8x temporal, 8 latent channels, non-causal reflect-padded decoder.
+TINY_LTX2 = dict(latent_channels=8, block_out_channels=(8, 16, 16, 32), decoder_block_out_channels=(16, 32, 64),
+                 layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1), decoder_causal=False,
+                 spatial_compression_ratio=32, temporal_compression_ratio=8)
+
+
+def randomize_ltx2_buffers_(model, seed: int):
+    """randomize_ sets parameters only; the LTX-2 normalisation buffers get their own values (std positive)."""
+    gen = torch.Generator().manual_seed(seed)
+    c = model.config.latent_channels
+    with torch.no_grad():
+        model.latents_mean.copy_(0.3 * torch.randn(c, generator=gen))
+        model.latents_std.copy_(0.5 + torch.rand(c, generator=gen))
+    return model
+
+
+def _tiny_ltx2_vae(seed: int):
+    from diffusers import AutoencoderKLLTX2Video
+
+    return randomize_ltx2_buffers_(AutoencoderKLLTX2Video(**TINY_LTX2), seed + 100)
+
+
 if __name__ == "__main__":
     import sys
 
-    if len(sys.argv) != 2:
-        sys.exit("usage: python tests/pipeline_fixture.py OUT_DIR   # a tiny random-weight pipeline folder")
-    build_tiny_pipeline(sys.argv[1])
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python tests/pipeline_fixture.py OUT_DIR [wan|ltx2]   # a tiny random-weight pipeline folder")
+    build_tiny_pipeline(sys.argv[1], vae=sys.argv[2] if len(sys.argv) == 3 else "wan")
     print(f"wrote a tiny random-weight SanaVideoPipeline folder to {sys.argv[1]}")

@@ -16,6 +16,7 @@ import torch
 from diffusers import AutoencoderKLLTX2Video as ReferenceVAE
 
 from conftest import randomize_, rel_err
+from pipeline_fixture import TINY_LTX2, randomize_ltx2_buffers_
 from sana_jax import load_component, save_component
 from sana_jax.components import REGISTRY, abstract_params
 from sana_jax.config import LTX2_VIDEO_VAE, AutoencoderKLLTX2VideoConfig, ConfigError
@@ -24,9 +25,7 @@ from sana_jax.weights.io import read_state_dict
 
 # The published layout (spatial / temporal / spatiotemporal x2 downsamplers, non-causal reflect-padded decoder with
 # residual depth-to-space upsamplers), narrow and one resnet per block: 32x spatial, 8x temporal.
-TINY = dict(latent_channels=8, block_out_channels=(8, 16, 16, 32), decoder_block_out_channels=(16, 32, 64),
-            layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1), decoder_causal=False,
-            spatial_compression_ratio=32, temporal_compression_ratio=8)
+TINY = TINY_LTX2
 # The other branches: "conv" / "temporal" / "spatial" downsamplers, a causal zero-padded decoder with a
 # spatiotemporal, a non-residual temporal and a spatial upsampler (factor 1), a resnet conv_in that changes width,
 # replicate padding in the encoder, two resnets per block, patch 2: 8x spatial, 4x temporal.
@@ -42,12 +41,7 @@ TOL = 1e-5
 
 
 def make_reference(folder, seed=0, scale=0.5, **config):
-    model = randomize_(ReferenceVAE(**config), seed=seed, scale=scale).eval()
-    gen = torch.Generator().manual_seed(seed + 1)
-    c = model.config.latent_channels
-    with torch.no_grad():
-        model.latents_mean.copy_(0.3 * torch.randn(c, generator=gen))
-        model.latents_std.copy_(0.5 + torch.rand(c, generator=gen))
+    model = randomize_ltx2_buffers_(randomize_(ReferenceVAE(**config), seed=seed, scale=scale).eval(), seed + 1)
     model.save_pretrained(folder)
     return model
 

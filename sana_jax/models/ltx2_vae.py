@@ -147,6 +147,11 @@ class CausalConv3d(nn.Module):
         ph, pw = kh // 2, kw // 2
         if ph or pw:
             x = jnp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw), (0, 0)), mode=_PAD_MODES[self.padding_mode])
+            if jax.default_backend() == "cpu":
+                # XLA:CPU folds a pad into the conv and then runs a slow generic convolution: 78x slower for the
+                # encoder's 2048-channel convs (6 s vs 77 ms each, benchmarks/ltx2_vae.py). The barrier keeps the
+                # pad a separate op, so the conv stays a plain VALID one.
+                x = jax.lax.optimization_barrier(x)
         if x.shape[1] < kt:  # nothing to convolve yet (a run with too few frames for this conv)
             spatial = tuple((n - k) // s + 1 for n, k, s in zip(x.shape[2:4], (kh, kw), self.stride[1:]))
             return jnp.zeros(x.shape[:1] + (0,) + spatial + (self.features,), self.dtype), new_state

@@ -3,6 +3,10 @@
 The denoising loop (all steps, classifier-free guidance as one batched call, image-to-video frame-0 pinning) is a
 single ``jax.jit`` program whose arguments are the params, latents, embeddings and schedule tables, so a second
 call with another prompt, seed or guidance scale reuses the compiled program.
+
+Resolution binning (``use_resolution_binning=True``, diffusers' default, off here): sample at the aspect-ratio bin
+of the checkpoint's resolution closest to the asked height / width, decode, then resize (bilinear) and centre-crop
+to the asked size, as diffusers' ``VideoProcessor.resize_and_crop_tensor`` does.
 """
 
 from __future__ import annotations
@@ -16,14 +20,79 @@ import jax.numpy as jnp
 import numpy as np
 
 from sana_jax.components import Component, load_component
-from sana_jax.config import ConfigError, read_json
+from sana_jax.config import AutoencoderKLLTX2VideoConfig, ConfigError, read_json
 from sana_jax.pipeline import prompts as prompt_lib
-from sana_jax.pipeline.stream import SAMPLERS, BlockStreamer, block_sizes
+from sana_jax.pipeline.stream import SAMPLERS, BlockStreamer, block_sizes, check_streamable
 from sana_jax.pipeline.video_io import load_image, to_uint8
 from sana_jax.schedulers import load_scheduler
 
 COMPONENTS = ("tokenizer", "text_encoder", "transformer", "vae", "scheduler")
 OUTPUT_TYPES = ("np", "latent")
+
+# diffusers' SanaVideoPipeline aspect-ratio bins, height / width -> (height, width), in its table order (a tie
+# between two ratios goes to the first). The 480p table serves transformers with sample_size 30, 720p with 22.
+ASPECT_RATIO_480_BIN = {
+    0.5: (448, 896), 0.57: (480, 832), 0.68: (528, 768), 0.78: (560, 720), 1.0: (624, 624), 1.13: (672, 592),
+    1.29: (720, 560), 1.46: (768, 528), 1.67: (816, 496), 1.75: (832, 480), 2.0: (896, 448),
+}
+ASPECT_RATIO_720_BIN = {
+    0.5: (672, 1344), 0.57: (704, 1280), 0.68: (800, 1152), 0.78: (832, 1088), 1.0: (960, 960), 1.13: (1024, 896),
+    1.29: (1088, 832), 1.46: (1152, 800), 1.67: (1248, 736), 1.75: (1280, 704), 2.0: (1344, 672),
+}
+ASPECT_RATIO_BINS = {30: ASPECT_RATIO_480_BIN, 22: ASPECT_RATIO_720_BIN}
+
+
+def closest_bin(height: int, width: int, sample_size: int) -> tuple[int, int]:
+    """(height, width) of the bin for a transformer of ``sample_size`` whose ratio is closest to height / width."""
+    if sample_size not in ASPECT_RATIO_BINS:
+        raise ValueError(f"use_resolution_binning: no aspect-ratio bins for a transformer with sample_size="
+                         f"{sample_size} (bins exist for sample_size {sorted(ASPECT_RATIO_BINS)}); pass "
+                         "use_resolution_binning=False and a height / width the model divides")
+    bins = ASPECT_RATIO_BINS[sample_size]
+    ratio = min(bins, key=lambda r: abs(r - height / width))
+    return bins[ratio]
+
+
+def _bilinear_weights(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) interpolation matrix of torch's bilinear resize with align_corners=False (no
+    antialiasing): output pixel i samples the input at (i + 1/2) size_in / size_out - 1/2, clamped at 0. The scale
+    is a float32 and the source position is rounded to float32 once, as torch's fused multiply-add does."""
+    scale = np.float64(np.float32(size_in) / np.float32(size_out))
+    src = np.maximum((scale * (np.arange(size_out) + 0.5) - 0.5).astype(np.float32), 0)
+    lo = np.minimum(src.astype(np.int64), size_in - 1)
+    hi = np.minimum(lo + 1, size_in - 1)
+    frac = np.clip(src - lo, 0, 1).astype(np.float32)
+    weights = np.zeros((size_out, size_in), np.float32)
+    rows = np.arange(size_out)
+    np.add.at(weights, (rows, lo), 1 - frac)
+    np.add.at(weights, (rows, hi), frac)
+    return weights
+
+
+@functools.partial(jax.jit, static_argnames=("height", "width"))
+def resize_and_crop(video, height: int, width: int):
+    """video (B, F, H, W, C) -> (B, F, height, width, C): scaled (bilinear) until it covers height x width, then
+    centre-cropped, with diffusers' ``resize_and_crop_tensor`` sizes and offsets. Only the kept rows and columns
+    are computed."""
+    h, w = video.shape[2:4]
+    if (h, w) == (height, width):
+        return video
+    scale = max(height / h, width / w)
+    resized_h, resized_w = int(h * scale), int(w * scale)
+    top, left = (resized_h - height) // 2, (resized_w - width) // 2
+    rows = _bilinear_weights(h, resized_h)[top:top + height]
+    cols = _bilinear_weights(w, resized_w)[left:left + width]
+    hp = jax.lax.Precision.HIGHEST
+    video = jnp.einsum("yh,bfhwc->bfywc", rows, video.astype(jnp.float32), precision=hp)
+    return jnp.einsum("xw,bfywc->bfyxc", cols, video, precision=hp)
+
+
+def vae_factors(vae_config) -> tuple[int, int]:
+    """(spatial, temporal) video pixels / frames per latent one. The LTX-2 config's ratios are the explicit
+    ``*_compression_ratio`` fields when set, else its architecture's; Wan and DC-AE configs derive theirs."""
+    if isinstance(vae_config, AutoencoderKLLTX2VideoConfig):
+        return vae_config.spatial_ratio, vae_config.temporal_ratio
+    return vae_config.spatial_compression_ratio, vae_config.temporal_compression_ratio
 
 
 class SanaVideoPipeline:
@@ -35,14 +104,13 @@ class SanaVideoPipeline:
         self.transformer = transformer
         self.vae = vae
         self.scheduler = scheduler
-        vae_cfg = vae.config
-        self.vae_scale_spatial = vae_cfg.spatial_compression_ratio
-        self.vae_scale_temporal = vae_cfg.temporal_compression_ratio
+        self.vae_scale_spatial, self.vae_scale_temporal = vae_factors(vae.config)
         self.timings: dict[str, float] = {}
         self._progress = _StepProgress()
         self._streamer = BlockStreamer(self)
         self._denoise = jax.jit(functools.partial(_denoise, transformer.module, self._progress),
                                 static_argnames=("schedule", "image_to_video", "cfg", "progress"))
+        self._decode = jax.jit(functools.partial(_decode, vae.module))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", **transformer_options):
@@ -87,8 +155,12 @@ class SanaVideoPipeline:
         s, t = self.vae_scale_spatial, self.vae_scale_temporal
         ph, pw = self.transformer.config.patch[1:]
         if height % (s * ph) or width % (s * pw) or height <= 0 or width <= 0:
+            hint = ""
+            if self.transformer.config.sample_size in ASPECT_RATIO_BINS:
+                hint = ("; or call the pipeline with use_resolution_binning=True to sample at the closest "
+                        "aspect-ratio bin and resize to this size")
             raise ValueError(f"height={height}, width={width}: both must be positive multiples of {s * ph} "
-                             f"(the VAE's spatial factor {s} x patch size {ph})")
+                             f"(the VAE's spatial factor {s} x patch size {ph}){hint}")
         if frames < 1 or (frames - 1) % t:
             raise ValueError(f"frames={frames}: must be {t}k+1 for this VAE (e.g. {t * 20 + 1})")
         return (batch, (frames - 1) // t + 1, height // s, width // s, self.transformer.config.in_channels)
@@ -97,12 +169,15 @@ class SanaVideoPipeline:
                  num_inference_steps: int = 50, guidance_scale: float = 6.0, seed: int = 0, image=None,
                  latents=None, output_type: str = "np", num_videos_per_prompt: int = 1,
                  motion_score: int | None = None, instruction=prompt_lib.COMPLEX_HUMAN_INSTRUCTION,
-                 max_sequence_length: int = 300, progress: bool = False):
+                 max_sequence_length: int = 300, use_resolution_binning: bool = False, progress: bool = False):
         """Samples videos. Returns uint8 (B, F, H, W, 3) for ``output_type="np"``, float32 latents for "latent".
 
         ``latents``: optional initial noise, channels-last (B, F', H', W', C) with B = prompts x
         num_videos_per_prompt. ``image``: PIL image / uint8 array / path -> image-to-video (it becomes latent frame
         0, which gets timestep 0 and is never updated). ``seed`` draws the noise when ``latents`` is None.
+        ``use_resolution_binning``: sample at the closest aspect-ratio bin of the checkpoint's resolution (480p
+        for sample_size 30, 720p for 22; ``latents`` and "latent" output have the bin's shape), then resize and
+        centre-crop the decoded video to height x width.
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r}; expected one of {OUTPUT_TYPES}")
@@ -111,6 +186,9 @@ class SanaVideoPipeline:
         if num_videos_per_prompt < 1:
             raise ValueError(f"num_videos_per_prompt={num_videos_per_prompt}; expected >= 1")
         batch = len([prompt] if isinstance(prompt, str) else prompt) * num_videos_per_prompt
+        out_size = (height, width)
+        if use_resolution_binning:
+            height, width = closest_bin(height, width, self.transformer.config.sample_size)
         shape = self.latent_shape(batch, height, width, frames)
         timings = {}
 
@@ -143,7 +221,9 @@ class SanaVideoPipeline:
             self.timings = timings
             return latents
         start = time.perf_counter()
-        video = self.vae.decode(latents.astype(self.vae.module.dtype))
+        video = self._decode(self.vae.params, latents.astype(self.vae.module.dtype))
+        if out_size != (height, width):
+            video = resize_and_crop(video, *out_size)
         frames_u8 = np.asarray(to_uint8(video))
         timings["vae decode"] = time.perf_counter() - start
         self.timings = timings
@@ -187,6 +267,7 @@ class SanaVideoPipeline:
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r}; expected one of {SAMPLERS}")
+        check_streamable(self.vae.module)
         batch = len([prompt] if isinstance(prompt, str) else prompt) * num_videos_per_prompt
         shape = self.latent_shape(batch, height, width, frames)
         blocks = block_sizes(shape[1], block_frames)
@@ -204,6 +285,16 @@ class SanaVideoPipeline:
 def _block(x, start):
     jax.block_until_ready(x)
     return time.perf_counter() - start
+
+
+def _decode(vae_module, params, latents):
+    """Normalised latents (B, F', H', W', C) -> video (B, F, H, W, 3), in range as diffusers' VAE returns it: the
+    Wan VAE clamps to [-1, 1], diffusers' LTX-2 VAE does not (the uint8 conversion clips later), which matters
+    where resolution binning resizes in between."""
+    if isinstance(vae_module.config, AutoencoderKLLTX2VideoConfig):
+        video, _ = vae_module.apply({"params": params}, latents, mode="whole", clamp=False, method="decode_chunk")
+        return video
+    return vae_module.apply({"params": params}, latents, method="decode")
 
 
 def _denoise(module, step_hook, params, latents, embeds, mask, guidance_scale, *, schedule,

@@ -3,21 +3,41 @@ of all earlier blocks, written into that state by one pass of the clean block at
 VAE decode (whose causal caches are carried too) and yielded as uint8 frames. Nothing grows with the video.
 
 The per-block work is one compiled function, traced at most twice (the first block, which may be longer and
-starts the VAE's clip, and every later block).
+starts the VAE's clip, and every later block). The LTX-2 VAE's non-causal decoder runs apart from it (see
+``BlockStreamer._ltx_decode``): its chunks lag the blocks.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
+from sana_jax.models.dc_ae import DCAutoencoder
+from sana_jax.models.ltx2_vae import AutoencoderKLLTX2Video, first_chunk_min
 from sana_jax.models.transformer import init_cache
+from sana_jax.models.wan_vae import AutoencoderKLWan
 from sana_jax.pipeline.video_io import to_uint8
 
 # LongSANA's few-step schedule (NVlabs `denoising_step_list`): uniform sigmas 1, .75, .5, .25 warped by shift 8.
 FEW_STEP_TIMESTEPS = (1000, 960, 889, 727)
 SAMPLERS = ("few_step", "dpm")
 INITIAL_NOISE = 1_000_000  # fold_in tag of a block's initial noise (re-noising uses the step index)
+
+
+# VAEs whose decode this streamer drives block by block: the Wan VAE (``decode_chunk`` carrying its causal caches),
+# DC-AE (no temporal state: frame by frame) and the LTX-2 VAE (``decode_chunk`` runs: its non-causal decoder holds
+# frames back, so blocks are gathered until the first run is long enough and the last block flushes).
+STREAMABLE_VAES = (AutoencoderKLWan, DCAutoencoder, AutoencoderKLLTX2Video)
+
+
+def check_streamable(vae_module) -> None:
+    """Raises ValueError, naming the VAE class, when block streaming does not support this VAE."""
+    if not isinstance(vae_module, STREAMABLE_VAES):
+        raise ValueError(f"stream: block-by-block decoding is not supported for the {type(vae_module).__name__} VAE "
+                         f"(supported: {', '.join(c.__name__ for c in STREAMABLE_VAES)}); sample with the pipeline's "
+                         "__call__ instead")
 
 
 def block_sizes(latent_frames: int, block_frames: int) -> tuple[int, ...]:
@@ -34,31 +54,56 @@ class BlockStreamer:
     def __init__(self, pipe):
         self.pipe = pipe
         self.traces = 0
-        self._step = jax.jit(self._block, static_argnames=("shape", "schedule", "cfg", "first", "pin"))
+        self._step = jax.jit(self._block, static_argnames=("shape", "schedule", "cfg", "first", "pin", "decode"))
+        self._ltx_run = jax.jit(functools.partial(_ltx_run, pipe.vae.module), static_argnames=("mode",))
 
     def run(self, embeds, mask, *, latent_shape, blocks, seed, sampler, schedule, guidance_scale, cfg,
             image_latents):
         """Yields (block latents (B, f, H', W', C) float32, uint8 video chunk) block after block."""
         pipe = self.pipe
+        check_streamable(pipe.vae.module)
         b, _, h, w, _ = latent_shape
         ph, pw = pipe.transformer.config.patch[1:]
         batch = 2 * b if cfg else b
         cache = init_cache(pipe.transformer.config, batch, h // ph, w // pw, pipe.transformer.module.dtype)
         vae_cache = None
+        ltx = isinstance(pipe.vae.module, AutoencoderKLLTX2Video)
+        pending = []  # LTX-2: blocks gathered until the first decoder run is long enough
         key = jax.random.key(seed)
         offset = 0
         for index, size in enumerate(blocks):
-            first = index == 0
+            first, last = index == 0, index == len(blocks) - 1
             x, video, cache, vae_cache = self._step(
                 pipe.transformer.params, pipe.vae.params, jax.random.fold_in(key, index), cache, vae_cache, embeds,
                 mask, jnp.int32(offset), jnp.float32(guidance_scale), image_latents if first else None,
                 shape=(b, size, h, w, latent_shape[-1]), schedule=schedule if sampler == "dpm" else None, cfg=cfg,
-                first=first, pin=first and image_latents is not None)
+                first=first, pin=first and image_latents is not None, decode=not ltx)
             offset += size
+            if ltx:
+                video, vae_cache = self._ltx_decode(x, vae_cache, pending, last)
             yield x, video
 
+    def _ltx_decode(self, x, state, pending, last):
+        """One block through the LTX-2 decoder's runs: gathered (an empty chunk) until ``first_chunk_min`` latent
+        frames are in hand, then a "first" run, "middle" runs, and a "last" run that flushes the held frames (a
+        clip shorter than the first run is decoded whole at its last block). Returns (uint8 chunk, state)."""
+        vae = self.pipe.vae
+        if state is None:
+            pending.append(x)
+            gathered = sum(p.shape[1] for p in pending)
+            if gathered < first_chunk_min(vae.config) and not last:
+                b, _, h, w, _ = x.shape
+                s = vae.config.spatial_ratio
+                return jnp.zeros((b, 0, h * s, w * s, vae.config.out_channels), jnp.uint8), None
+            z = jnp.concatenate(pending, axis=1)
+            pending.clear()
+            mode = "whole" if last else "first"
+        else:
+            z, mode = x, ("last" if last else "middle")
+        return self._ltx_run(vae.params, z, state, mode=mode)
+
     def _block(self, tparams, vparams, key, cache, vae_cache, embeds, mask, offset, guidance, image_latents, *,
-               shape, schedule, cfg, first, pin):
+               shape, schedule, cfg, first, pin, decode):
         self.traces += 1  # runs only while tracing
         pipe = self.pipe
         tmodule = pipe.transformer.module
@@ -112,8 +157,17 @@ class BlockStreamer:
                                  frame_offset=offset)
         vae = pipe.vae.module
         z = x.astype(vae.dtype)
-        if hasattr(vae, "decode_chunk"):
+        if not decode:  # the caller decodes (LTX-2: runs that do not line up with blocks)
+            return x, None, cache, vae_cache
+        if isinstance(vae, AutoencoderKLWan):
             video, vae_cache = vae.apply({"params": vparams}, z, vae_cache, first=first, method="decode_chunk")
         else:  # an autoencoder without temporal state (DC-AE) decodes frame by frame
             video = vae.apply({"params": vparams}, z, method="decode")
         return x, to_uint8(video), cache, vae_cache
+
+
+def _ltx_run(module, params, latents, state, *, mode):
+    """One LTX-2 decoder run -> (uint8 video chunk, state for the next run)."""
+    video, state = module.apply({"params": params}, latents.astype(module.dtype), state, mode,
+                                method="decode_chunk")
+    return to_uint8(video), state
