@@ -5,9 +5,9 @@
 (a) speed: the published LTX-2 VAE config (1,222 M params, random weights): decode of latents 128x2x2x3
     (channels-first notation) -> video 3x9x64x96, and encode of that video back. Median seconds of ``--repeats``
     interleaved runs after one warm-up (the compile reported apart); ratio diffusers / ours (> 1: we are faster).
-(b) memory: the published decoder at latents 2x2, whole clip vs ``decode_streaming`` (first run of the minimum
-    23 latent frames, then runs of 2), for 31, 61 and 121 latent frames (241 / 481 / 961 video frames at 64x64):
-    XLA's compiled memory analysis (temporaries besides the arguments and the output video), compiled only.
+(b) memory: the published decoder at latents 2x2, whole clip vs ``decode_streaming`` (runs of 2 latent frames),
+    for 31, 61 and 121 latent frames (241 / 481 / 961 video frames at 64x64): XLA's compiled memory analysis
+    (temporaries besides the arguments and the output video), compiled only.
 """
 
 from __future__ import annotations
@@ -86,15 +86,13 @@ def memory():
 
     from sana_jax.components import REGISTRY
     from sana_jax.config import LTX2_VIDEO_VAE
-    from sana_jax.models.ltx2_vae import first_chunk_min
 
     spec = REGISTRY["AutoencoderKLLTX2Video"]
     module = spec.build(LTX2_VIDEO_VAE)
     params = jax.eval_shape(lambda: module.init(jax.random.key(0), *spec.example_inputs(LTX2_VIDEO_VAE)))
-    first = first_chunk_min(LTX2_VIDEO_VAE)
     mb = lambda n: f"{n / 2**20:,.0f}"  # noqa: E731
-    print(f"Published LTX-2 decoder, latents {MEMORY_SIZE}x{MEMORY_SIZE}, compiled only; streaming = first run of "
-          f"{first} latent frames, then runs of {CHUNK}:\n")
+    print(f"Published LTX-2 decoder, latents {MEMORY_SIZE}x{MEMORY_SIZE}, compiled only; streaming = runs of {CHUNK} "
+          "latent frames:\n")
     print(f"| latent frames -> video frames ({MEMORY_SIZE * 32}x{MEMORY_SIZE * 32}) | decode | XLA temporaries MB | "
           "output MB | compile s |")
     print("|---|---|---:|---:|---:|")
@@ -104,7 +102,7 @@ def memory():
             if mode == "whole":
                 fn = jax.jit(lambda p, z: module.apply(p, z, method="decode"))
             else:
-                fn = jax.jit(lambda p, z: module.apply(p, z, CHUNK, first, method="decode_streaming"))
+                fn = jax.jit(lambda p, z: module.apply(p, z, CHUNK, method="decode_streaming"))
             start = time.perf_counter()
             analysis = fn.lower(params, z).compile().memory_analysis()
             seconds = time.perf_counter() - start

@@ -20,7 +20,6 @@ from pipeline_fixture import TINY_LTX2, randomize_ltx2_buffers_
 from sana_jax import load_component, save_component
 from sana_jax.components import REGISTRY, abstract_params
 from sana_jax.config import LTX2_VIDEO_VAE, AutoencoderKLLTX2VideoConfig, ConfigError
-from sana_jax.models.ltx2_vae import first_chunk_min
 from sana_jax.weights.io import read_state_dict
 
 # The published layout (spatial / temporal / spatiotemporal x2 downsamplers, non-causal reflect-padded decoder with
@@ -116,63 +115,50 @@ def test_variant_branches_match_diffusers(tmp_path):
     check_parity(ref, ours, video(0, 1, 9, 16, 24), latents(1, 1, 3, 2, 3, 4), "variant (conv down, causal dec)")
 
 
-def _streaming(ours, z, chunk_size, first_chunk=None):
-    fn = jax.jit(lambda p, z: ours.module.apply({"params": p}, z, chunk_size, first_chunk,
-                                                method="decode_streaming"))
+def _streaming(ours, z, chunk_size):
+    fn = jax.jit(lambda p, z: ours.module.apply({"params": p}, z, chunk_size, method="decode_streaming"))
     return np.asarray(fn(ours.params, jnp.asarray(z)))
 
 
-@pytest.mark.parametrize("chunk_size,extra", [(1, 0), (3, 1)])
-def test_streaming_decode_equals_whole_clip_decode(tiny, chunk_size, extra):
-    """First run, scanned middle runs, last run with the remainder plus the frames the non-causal layers held."""
+@pytest.mark.parametrize("frames,chunk_size", [(13, 1), (15, 3), (4, 5)])
+def test_streaming_decode_equals_whole_clip_decode(tiny, frames, chunk_size):
+    """Runs from the first latent frame on: unrolled while frames cross the non-causal layers, then scanned, then
+    the last run with the remainder and the held-back frames (a clip shorter than one run: that run alone)."""
     _, ours = tiny
-    first = first_chunk_min(ours.config)
-    z = latents(7, 1, first + extra + 2 * chunk_size + 1, 2, 2, 8)
+    z = latents(7, 1, frames, 2, 2, 8)
     whole = np.asarray(ours.decode(jnp.asarray(z)))
-    got = _streaming(ours, z, chunk_size, first + extra)
+    got = _streaming(ours, z, chunk_size)
     err = rel_err(got, whole)
-    print(f"\nstreaming (first {first + extra}, chunk {chunk_size}) vs whole clip of {z.shape[1]} latent frames: "
-          f"rel err {err:.2e}")
+    print(f"\nstreaming {frames} latent frames in runs of {chunk_size} vs whole clip: rel err {err:.2e}")
     assert got.shape == whole.shape and err <= TOL
 
 
 def test_streaming_decode_of_a_causal_decoder_equals_whole_clip(tmp_path):
     make_reference(tmp_path / "vae", seed=3, **VARIANT)
     ours = load_component(tmp_path / "vae")
-    assert first_chunk_min(ours.config) == 1  # nothing is held back
     z = latents(3, 2, 6, 2, 2, 4)
     err = rel_err(_streaming(ours, z, 2), np.asarray(ours.decode(jnp.asarray(z))))
     assert err <= TOL
 
 
 def test_decode_chunk_runs_chain_like_one_clip(tiny):
-    """Uneven runs through decode_chunk: first, two middles of 1 and 2 frames, a last of 0 frames (flush only)."""
+    """Single-frame runs from the start: nothing comes out until a frame has crossed every non-causal layer, then
+    8 frames per latent frame; a last run of 0 frames flushes the rest."""
     _, ours = tiny
-    first = first_chunk_min(ours.config)
-    z = jnp.asarray(latents(8, 1, first + 3, 2, 2, 8))
+    z = jnp.asarray(latents(8, 1, 11, 2, 2, 8))
     fn = jax.jit(lambda p, z, state, mode: ours.module.apply({"params": p}, z, state, mode, method="decode_chunk"),
                  static_argnums=3)
     parts, state = [], None
-    for start, stop, mode in ((0, first, "first"), (first, first + 1, "middle"), (first + 1, first + 3, "middle"),
-                              (first + 3, first + 3, "last")):
-        part, state = fn(ours.params, z[:, start:stop], state, mode)
+    for i in range(11):
+        part, state = fn(ours.params, z[:, i:i + 1], state, "stream")
         parts.append(part)
+    part, _ = fn(ours.params, z[:, 11:], state, "last")
+    parts.append(part)
     lengths = [p.shape[1] for p in parts]
-    assert lengths[1:3] == [8, 16] and lengths[3] > 0  # the flush emits the held-back frames
+    assert lengths[0] == 0 and lengths[-2] == 8 and lengths[-1] > 8 and sum(lengths) == 81
     err = rel_err(np.concatenate(parts, axis=1), np.asarray(ours.decode(z)))
-    print(f"\ndecode_chunk runs {lengths} vs whole clip: rel err {err:.2e}")
+    print(f"\ndecode_chunk runs of 1 latent frame -> {lengths} video frames vs whole clip: rel err {err:.2e}")
     assert err <= TOL
-
-
-def test_first_runs_shorter_than_the_minimum_are_refused(tiny):
-    _, ours = tiny
-    first = first_chunk_min(ours.config)
-    assert first > 1
-    with pytest.raises(ValueError, match=f"needs at least {first} latent frames"):
-        _streaming(ours, latents(0, 1, first + 2, 2, 2, 8), 1, first - 1)
-    with pytest.raises(ValueError, match="a first run"):
-        ours.module.apply({"params": ours.params}, jnp.zeros((1, first - 1, 2, 2, 8)), None, "first",
-                          method="decode_chunk")
 
 
 def test_diffusers_to_jax_to_diffusers_is_bit_exact_and_loads_in_diffusers(tmp_path):
@@ -206,8 +192,7 @@ def test_published_ltx2_config_builds_with_diffusers_param_count():
     with torch.device("meta"):
         reference = ReferenceVAE(**kwargs)
     expected = sum(p.numel() for p in reference.parameters())
-    print(f"\nLTX-2 video VAE params: {count:,} (diffusers {expected:,}); first streaming run >= "
-          f"{first_chunk_min(config)} latent frames")
+    print(f"\nLTX-2 video VAE params: {count:,} (diffusers {expected:,})")
     assert count == expected
     assert (config.spatial_ratio, config.temporal_ratio, config.latent_channels) == (32, 8, 128)
     assert params["decoder"]["up_blocks_0"]["upsamplers_0"]["conv"]["kernel"].shape == (3, 3, 3, 1024, 4096)
@@ -228,8 +213,9 @@ def test_decode_rejects_latents_with_the_wrong_channels(tiny):
     _, ours = tiny
     with pytest.raises(ValueError, match=r"latents: expected shape \(B, T >= 1, h, w, 8\)"):
         ours.decode(jnp.zeros((1, 2, 2, 2, 4), jnp.float32))
-    with pytest.raises(ValueError, match="mode='all'"):
-        ours.module.apply({"params": ours.params}, jnp.zeros((1, 2, 2, 2, 8)), None, "all", method="decode_chunk")
+    with pytest.raises(ValueError, match="mode='first'"):
+        ours.module.apply({"params": ours.params}, jnp.zeros((1, 2, 2, 2, 8)), None, "first",
+                          method="decode_chunk")
 
 
 @pytest.mark.parametrize("key,value", [("timestep_conditioning", True), ("decoder_inject_noise", True),

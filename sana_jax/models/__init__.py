@@ -2,9 +2,9 @@
 
 from sana_jax.models.dc_ae import DCAutoencoder
 from sana_jax.models.gemma2 import Gemma2Model
-from sana_jax.models.ltx2_vae import AutoencoderKLLTX2Video, first_chunk_min
+from sana_jax.models.ltx2_vae import AutoencoderKLLTX2Video
 from sana_jax.models.transformer import SanaVideoTransformer
 from sana_jax.models.wan_vae import AutoencoderKLWan, decode_tiled
 
 __all__ = ["AutoencoderKLLTX2Video", "AutoencoderKLWan", "DCAutoencoder", "Gemma2Model", "SanaVideoTransformer",
-           "decode_tiled", "first_chunk_min"]
+           "decode_tiled"]

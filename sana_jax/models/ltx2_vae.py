@@ -9,13 +9,14 @@ Every layer that mixes frames is a kernel-3 conv over time whose edges are padde
 two copies of frame 0 in front when causal (the encoder), one copy of each end frame when not (the published
 decoder). ``latents_mean`` / ``latents_std`` are the checkpoint's buffers, kept as two top-level params.
 
-Streaming (``decode_chunk`` / ``decode_streaming``). Each time conv runs in one of four modes: "whole" (pad both
-ends), "first" (pad the front; keep the last two input frames as state), "middle" (state in front), "last" (state
-in front, pad the end). A non-causal conv emits each frame one input frame late (it needs the next one), so a run
-decoded in "first" mode returns fewer frames than it got and "last" more; residual branches delay their skip path
-by as many frames, and depth-to-space upsamplers drop the clip's leading frame only in "first". Runs decoded in
-order and concatenated equal the whole clip decoded at once, exactly; the first run must be long enough that every
-layer sees a frame of it (``first_chunk_min``).
+Streaming (``decode_chunk`` / ``decode_streaming``): runs of latent frames decoded in order, each layer carrying
+its own state. Modes: "whole" (one clip: pad both ends), "stream" (a run inside a clip), "last" (the run that ends
+it: pad the end). In "stream" a time conv with no state yet pads the front (its first frames are the clip's) and
+then keeps its last two input frames; one that has received no frame yet passes nothing on. A non-causal conv
+emits each frame one input frame late (it needs the next one), so early runs return fewer frames than they get,
+nothing at all until a frame has crossed every layer, and the last run returns the held-back ones; residual
+branches delay their skip path to match, and depth-to-space upsamplers drop the clip's leading frame at their
+first output. Runs of any length (>= 1 frame, the last >= 0) concatenated equal the whole clip decoded at once.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 
 from sana_jax.config import AutoencoderKLLTX2VideoConfig, ConfigError
 
-MODES = ("whole", "first", "middle", "last")
+MODES = ("whole", "stream", "last")
 _PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
@@ -92,19 +93,18 @@ def _repeat_frame(x, index: int, count: int):
 def time_delay(x, state, mode: str, delay: int):
     """The identity on a stream, ``delay`` frames late (the skip path next to ``delay`` non-causal convs).
 
-    Returns (frames, state): "whole" passes x through; "first" holds back the last ``delay`` frames, "middle"
-    emits the held ones then all but the last ``delay``, "last" emits everything held and given.
+    Returns (frames, state): "whole" passes x through; "stream" emits what it holds and gets except the last
+    ``delay`` frames, which it holds (fewer while the stream starts); "last" emits everything.
     """
     if delay == 0 or mode == "whole":
         return x, None
-    if mode == "first":
-        if x.shape[1] < delay:
-            raise ValueError(f"a first run of {x.shape[1]} frame(s) reaches a layer that holds back {delay}")
-        return x[:, :x.shape[1] - delay], x[:, x.shape[1] - delay:]
-    seq = jnp.concatenate([state.astype(x.dtype), x], axis=1)
+    seq = x if state is None else jnp.concatenate([state.astype(x.dtype), x], axis=1)
     if mode == "last":
         return seq, None
-    return seq[:, :seq.shape[1] - delay], seq[:, seq.shape[1] - delay:]
+    if seq.shape[1] == 0:
+        return seq, None
+    keep = max(seq.shape[1] - delay, 0)
+    return seq[:, :keep], seq[:, keep:]
 
 
 class CausalConv3d(nn.Module):
@@ -112,8 +112,9 @@ class CausalConv3d(nn.Module):
     ``padding_mode`` and in time by repeating edge frames: kt - 1 copies of the first frame (causal), or
     (kt - 1) // 2 of the first and of the last (not causal). ``stride`` (t, h, w). x: (B, T, H, W, C_in).
 
-    Returns (y, state) where state is the last kt - 1 (time-padded) input frames for the next run (None in
-    "whole" and "last" mode). Params ``kernel`` (kt, kh, kw, C_in, C_out), ``bias``.
+    Streaming (module docstring): ``state`` is the last kt - 1 (time-padded) input frames of the runs before, None
+    before the first frame. Returns (y, state for the next run). Params ``kernel`` (kt, kh, kw, C_in, C_out),
+    ``bias``.
     """
 
     features: int
@@ -134,15 +135,15 @@ class CausalConv3d(nn.Module):
         new_state = None
         if kt > 1:
             left, right = (kt - 1, 0) if self.causal else ((kt - 1) // 2, (kt - 1) // 2)
-            if mode in ("whole", "first"):
-                if x.shape[1] == 0:
-                    raise ValueError("a first run reached a time conv with no frame to repeat")
+            if state is None or mode == "whole":
+                if x.shape[1] == 0:  # no frame has reached this conv yet
+                    return self._empty(x), None
                 x = jnp.concatenate([_repeat_frame(x, 0, left), x], axis=1)
             else:
                 x = jnp.concatenate([state.astype(x.dtype), x], axis=1)
-            if mode in ("first", "middle"):
+            if mode == "stream":
                 new_state = x[:, x.shape[1] - (kt - 1):]
-            if mode in ("whole", "last") and right:
+            elif right:
                 x = jnp.concatenate([x, _repeat_frame(x, -1, right)], axis=1)
         ph, pw = kh // 2, kw // 2
         if ph or pw:
@@ -158,6 +159,12 @@ class CausalConv3d(nn.Module):
         y = jax.lax.conv_general_dilated(x, kernel.astype(self.dtype), self.stride, "VALID",
                                          dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
         return y + bias.astype(self.dtype), new_state
+
+    def _empty(self, x):
+        """No output frames, shaped like the conv's output."""
+        kh, kw = self.kernel_size[1:]
+        spatial = tuple((n + 2 * (k // 2) - k) // s + 1 for n, k, s in zip(x.shape[2:4], (kh, kw), self.stride[1:]))
+        return jnp.zeros(x.shape[:1] + (0,) + spatial + (self.features,), self.dtype)
 
 
 def _delay_of(causal: bool) -> int:
@@ -253,9 +260,13 @@ class Upsampler(nn.Module):
         y, s_conv = CausalConv3d(c * st * ss * ss // self.factor, causal=self.causal, padding_mode=self.padding_mode,
                                  name="conv", dtype=self.dtype, param_dtype=self.param_dtype)(
             x, state.get("conv"), mode)
-        drop = st - 1 if mode in ("whole", "first") else 0
+        # The clip's leading st - 1 frames go at this layer's first output (a marker in the state records it).
+        started = mode != "whole" and "started" in state
+        drop = 0 if started or y.shape[1] == 0 else st - 1
         y = depth_to_space(y, st, ss)[:, drop:]
         new = {"conv": s_conv}
+        if mode == "stream" and (started or y.shape[1] > 0):
+            new["started"] = jnp.zeros((0,), jnp.float32)
         if self.residual:
             skip, new["skip"] = time_delay(x, state.get("skip"), mode, _delay_of(self.causal))
             skip = depth_to_space(skip, st, ss)
@@ -374,7 +385,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """diffusers ``LTX2VideoDecoder3d``: z (B, T, h, w, latent) -> (B, F, 32h, 32w, C_out), not clamped.
 
-    ``state``: per-layer streaming state from the previous run (None for "whole" / "first"); returns (video, state).
+    ``state``: per-layer streaming state from the runs before (None: none yet); returns (video, state).
     """
 
     config: AutoencoderKLLTX2VideoConfig
@@ -410,39 +421,6 @@ class Decoder(nn.Module):
         return x.reshape(b, t * pt, h * p, w * p, cfg.out_channels), new
 
 
-def first_chunk_min(config: AutoencoderKLLTX2VideoConfig) -> int:
-    """The fewest latent frames a "first" streaming run may hold so that every decoder layer gets a frame of it.
-
-    Follows the frame count through the decoder: in a first run each non-causal time conv emits one frame fewer
-    than it gets, and a time upsampler by st turns n frames into st n - (st - 1).
-    """
-    cfg = config
-    delay = _delay_of(cfg.decoder_causal)
-    layers = cfg.decoder_layers_per_block[::-1]
-    channels, factors = cfg.decoder_block_out_channels[::-1], cfg.upsample_factor[::-1]
-    ops = [1 + 2 * layers[0]]                     # convs in a row (>= 0), or -st: a time upsampler by st
-    out = channels[0]
-    for i, block in enumerate(channels):
-        nominal_in, out = out // factors[i], block // factors[i]
-        ops.append(2 if nominal_in != out else 0)
-        if tuple(cfg.decoder_strides[i]) != (1, 1):
-            ops += [1, -cfg.decoder_strides[i][0]]
-        ops.append(2 * layers[i + 1])
-    ops.append(1)
-
-    def reaches_the_end(n):
-        for op in ops:
-            n = -op * n + op + 1 if op < 0 else n - op * delay
-            if n < 1:
-                return False
-        return True
-
-    n = 1
-    while not reaches_the_end(n):
-        n += 1
-    return n
-
-
 class AutoencoderKLLTX2Video(nn.Module):
     """LTX-2 video VAE. Video channels-last (B, F, H, W, 3) in [-1, 1]; latents (B, F', H', W', latent_channels)
     normalised with the ``latents_mean`` / ``latents_std`` buffers (params here)."""
@@ -476,8 +454,9 @@ class AutoencoderKLLTX2Video(nn.Module):
         return video
 
     def decode_chunk(self, latents, state=None, mode: str = "whole", clamp: bool = True):
-        """Decodes one run of latent frames in streaming ``mode`` ("whole", "first", "middle", "last"; module
-        docstring) after the run whose state is ``state``. Returns (video frames, state for the next run)."""
+        """Decodes one run of latent frames in ``mode`` ("whole", "stream", "last"; module docstring) after the runs
+        whose state is ``state`` (None: the clip starts with this run). Returns (video frames, state for the next
+        run). The number of frames a run returns is static: it depends only on the shapes."""
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}; expected one of {MODES}")
         self._check_latents(latents, allow_empty=mode == "last")
@@ -485,52 +464,51 @@ class AutoencoderKLLTX2Video(nn.Module):
         video, state = self.decoder(z.astype(self.dtype), state, mode)
         return (jnp.clip(video, -1.0, 1.0) if clamp else video), state
 
-    def decode_streaming(self, latents, chunk_size: int = 1, first_chunk: int | None = None, clamp: bool = True):
-        """``decode`` with memory bounded by one run: a first run of ``first_chunk`` latent frames (default and
-        minimum: ``first_chunk_min(config)``), runs of ``chunk_size`` under ``lax.scan`` carrying every layer's
-        state, then a last run with the remainder that also flushes the frames non-causal layers held back.
-        A clip no longer than the first run is decoded whole."""
+    def decode_streaming(self, latents, chunk_size: int = 1, clamp: bool = True):
+        """``decode`` with memory bounded by one run: runs of ``chunk_size`` latent frames, the first ones unrolled
+        while frames are still making their way through the layers (the state's shapes still change), the rest
+        under ``lax.scan`` carrying every layer's state, then a last run with the remainder that flushes what the
+        non-causal layers held back."""
         self._check_latents(latents)
-        cfg = self.config
-        minimum = first_chunk_min(cfg)
-        first = minimum if first_chunk is None else first_chunk
-        if first < minimum:
-            raise ValueError(f"decode_streaming: first_chunk={first}; this decoder needs at least {minimum} latent "
-                             "frames in its first run")
         if chunk_size < 1:
             raise ValueError(f"decode_streaming: chunk_size={chunk_size}; expected >= 1")
         b, t = latents.shape[:2]
-        if t <= first:
-            return self.decode_chunk(latents, None, "whole", clamp)[0]
-        n, rest = divmod(t - first, chunk_size)
-        head, state = self.decode_chunk(latents[:, :first], None, "first", clamp)
-        rate = int(np.prod([st for st, _ in cfg.decoder_strides]))   # video frames per latent frame
+        n, rest = divmod(t, chunk_size)
+        rate = int(np.prod([st for st, _ in self.config.decoder_strides]))   # video frames per latent frame
+        pieces, state, done, i = [], None, 0, 0
+        signature = lambda tree: jax.tree_util.tree_map(lambda a: a.shape, tree)  # noqa: E731
+        while i < n:  # warm-up: until a run leaves the state's structure and shapes as it found them
+            chunk, new = self.decode_chunk(latents[:, i * chunk_size:(i + 1) * chunk_size], state, "stream", clamp)
+            pieces.append(chunk)
+            done += chunk.shape[1]
+            i += 1
+            steady = state is not None and signature(new) == signature(state)
+            state = new
+            if steady:
+                break
         total = 1 + rate * (t - 1)
-        video = jnp.zeros((b, total) + head.shape[2:], head.dtype)
-        video = jax.lax.dynamic_update_slice_in_dim(video, head, 0, axis=1)
-        done = head.shape[1]
-        if n:
-            runs = latents[:, first:first + n * chunk_size].reshape((b, n, chunk_size) + latents.shape[2:])
+        h, w = latents.shape[2] * self.config.spatial_ratio, latents.shape[3] * self.config.spatial_ratio
+        video = jnp.zeros((b, total, h, w, self.config.out_channels), self.dtype)
+        if pieces:
+            video = jax.lax.dynamic_update_slice_in_dim(video, jnp.concatenate(pieces, axis=1).astype(video.dtype),
+                                                        0, axis=1)
+        if i < n:
+            runs = latents[:, i * chunk_size:n * chunk_size].reshape((b, n - i, chunk_size) + latents.shape[2:])
             per_run = rate * chunk_size
+            start = done
 
             def step(module, carry, run):
                 state, video, index = carry
-                chunk, state = module.decode_chunk(run, state, "middle", clamp)
-                video = jax.lax.dynamic_update_slice_in_dim(video, chunk, done + index * per_run, axis=1)
+                chunk, state = module.decode_chunk(run, state, "stream", clamp)
+                video = jax.lax.dynamic_update_slice_in_dim(video, chunk.astype(video.dtype), start + index * per_run,
+                                                            axis=1)
                 return (state, video, index + 1), None
 
             scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False})
             (state, video, _), _ = scan(self, (state, video, jnp.int32(0)), runs.swapaxes(0, 1))
-            done += n * per_run
+            done += (n - i) * per_run
         tail, _ = self.decode_chunk(latents[:, t - rest:], state, "last", clamp)
-        return jax.lax.dynamic_update_slice_in_dim(video, tail, done, axis=1)
-
-    def init_state(self, latents, first_chunk: int | None = None):
-        """The state after a "first" run shaped like ``latents`` (B, T, h, w, latent), as zeros (shapes only)."""
-        n = first_chunk or first_chunk_min(self.config)
-        shape = latents.shape[:1] + (n,) + latents.shape[2:]
-        _, state = self.decode_chunk(jnp.zeros(shape, latents.dtype), None, "first")
-        return jax.tree_util.tree_map(jnp.zeros_like, state)
+        return jax.lax.dynamic_update_slice_in_dim(video, tail.astype(video.dtype), done, axis=1)
 
     # Input checks (shapes are static, so these run at trace time).
     def _check_video(self, video):

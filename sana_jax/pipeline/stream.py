@@ -3,8 +3,8 @@ of all earlier blocks, written into that state by one pass of the clean block at
 VAE decode (whose causal caches are carried too) and yielded as uint8 frames. Nothing grows with the video.
 
 The per-block work is one compiled function, traced at most twice (the first block, which may be longer and
-starts the VAE's clip, and every later block). The LTX-2 VAE's non-causal decoder runs apart from it (see
-``BlockStreamer._ltx_decode``): its chunks lag the blocks.
+starts the VAE's clip, and every later block). The LTX-2 VAE's non-causal decoder runs apart from it, one run
+per block retraced while its state still grows: its chunks lag the blocks and the last block flushes them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from sana_jax.models.dc_ae import DCAutoencoder
-from sana_jax.models.ltx2_vae import AutoencoderKLLTX2Video, first_chunk_min
+from sana_jax.models.ltx2_vae import AutoencoderKLLTX2Video
 from sana_jax.models.transformer import init_cache
 from sana_jax.models.wan_vae import AutoencoderKLWan
 from sana_jax.pipeline.video_io import to_uint8
@@ -28,7 +28,7 @@ INITIAL_NOISE = 1_000_000  # fold_in tag of a block's initial noise (re-noising 
 
 # VAEs whose decode this streamer drives block by block: the Wan VAE (``decode_chunk`` carrying its causal caches),
 # DC-AE (no temporal state: frame by frame) and the LTX-2 VAE (``decode_chunk`` runs: its non-causal decoder holds
-# frames back, so blocks are gathered until the first run is long enough and the last block flushes).
+# frames back, so its chunks lag the blocks and the last block flushes them).
 STREAMABLE_VAES = (AutoencoderKLWan, DCAutoencoder, AutoencoderKLLTX2Video)
 
 
@@ -68,7 +68,6 @@ class BlockStreamer:
         cache = init_cache(pipe.transformer.config, batch, h // ph, w // pw, pipe.transformer.module.dtype)
         vae_cache = None
         ltx = isinstance(pipe.vae.module, AutoencoderKLLTX2Video)
-        pending = []  # LTX-2: blocks gathered until the first decoder run is long enough
         key = jax.random.key(seed)
         offset = 0
         for index, size in enumerate(blocks):
@@ -79,28 +78,9 @@ class BlockStreamer:
                 shape=(b, size, h, w, latent_shape[-1]), schedule=schedule if sampler == "dpm" else None, cfg=cfg,
                 first=first, pin=first and image_latents is not None, decode=not ltx)
             offset += size
-            if ltx:
-                video, vae_cache = self._ltx_decode(x, vae_cache, pending, last)
+            if ltx:  # one decoder run per block; the first chunks are short (frames still crossing the layers)
+                video, vae_cache = self._ltx_run(pipe.vae.params, x, vae_cache, mode="last" if last else "stream")
             yield x, video
-
-    def _ltx_decode(self, x, state, pending, last):
-        """One block through the LTX-2 decoder's runs: gathered (an empty chunk) until ``first_chunk_min`` latent
-        frames are in hand, then a "first" run, "middle" runs, and a "last" run that flushes the held frames (a
-        clip shorter than the first run is decoded whole at its last block). Returns (uint8 chunk, state)."""
-        vae = self.pipe.vae
-        if state is None:
-            pending.append(x)
-            gathered = sum(p.shape[1] for p in pending)
-            if gathered < first_chunk_min(vae.config) and not last:
-                b, _, h, w, _ = x.shape
-                s = vae.config.spatial_ratio
-                return jnp.zeros((b, 0, h * s, w * s, vae.config.out_channels), jnp.uint8), None
-            z = jnp.concatenate(pending, axis=1)
-            pending.clear()
-            mode = "whole" if last else "first"
-        else:
-            z, mode = x, ("last" if last else "middle")
-        return self._ltx_run(vae.params, z, state, mode=mode)
 
     def _block(self, tparams, vparams, key, cache, vae_cache, embeds, mask, offset, guidance, image_latents, *,
                shape, schedule, cfg, first, pin, decode):
