@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sana_jax.config import AutoencoderKLLTX2VideoConfig, ConfigError
+from sana_jax.models._checks import check_latents, check_video
 
 MODES = ("whole", "stream", "last")
 _PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -513,19 +514,7 @@ class AutoencoderKLLTX2Video(nn.Module):
     # Input checks (shapes are static, so these run at trace time).
     def _check_video(self, video):
         cfg = self.config
-        if video.ndim != 5 or video.shape[-1] != cfg.in_channels:
-            raise ValueError(f"video: expected shape (B, F, H, W, {cfg.in_channels}) channels-last, got "
-                             f"{tuple(video.shape)}")
-        _, f, h, w, _ = video.shape
-        tf, sf = cfg.temporal_ratio, cfg.spatial_ratio
-        if (f - 1) % tf:
-            raise ValueError(f"video: frames = {f}; expected {tf}k + 1 frames (1, {1 + tf}, {1 + 2 * tf}, ...)")
-        for name, size in (("height", h), ("width", w)):
-            if size % sf or size == 0:
-                raise ValueError(f"video: {name} = {size}; expected a positive multiple of {sf}")
+        check_video(video, cfg.in_channels, cfg.temporal_ratio, cfg.spatial_ratio)
 
     def _check_latents(self, latents, allow_empty: bool = False):
-        c = self.config.latent_channels
-        if latents.ndim != 5 or latents.shape[-1] != c or latents.shape[1] < (0 if allow_empty else 1):
-            raise ValueError(f"latents: expected shape (B, T >= 1, h, w, {c}) channels-last, got "
-                             f"{tuple(latents.shape)}")
+        check_latents(latents, self.config.latent_channels, allow_empty)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sana_jax.config import AutoencoderKLWanConfig, ConfigError
+from sana_jax.models._checks import check_latents, check_video
 from sana_jax.models.wan_vae_layers import CausalConv3d, Downsample, MidBlock, ResidualBlock, Upsample, WanRMSNorm
 
 
@@ -222,22 +223,10 @@ class AutoencoderKLWan(nn.Module):
     # Input checks (shapes are static, so these run at trace time).
     def _check_video(self, video):
         cfg = self.config
-        if video.ndim != 5 or video.shape[-1] != cfg.in_channels:
-            raise ValueError(f"video: expected shape (B, F, H, W, {cfg.in_channels}) channels-last, got "
-                             f"{tuple(video.shape)}")
-        _, f, h, w, _ = video.shape
-        tf, sf = cfg.temporal_compression_ratio, cfg.spatial_compression_ratio
-        if (f - 1) % tf:
-            raise ValueError(f"video: frames = {f}; expected {tf}k + 1 frames (1, {1 + tf}, {1 + 2 * tf}, ...)")
-        for name, size in (("height", h), ("width", w)):
-            if size % sf or size == 0:
-                raise ValueError(f"video: {name} = {size}; expected a positive multiple of {sf}")
+        check_video(video, cfg.in_channels, cfg.temporal_compression_ratio, cfg.spatial_compression_ratio)
 
     def _check_latents(self, latents):
-        z = self.config.z_dim
-        if latents.ndim != 5 or latents.shape[-1] != z or latents.shape[1] < 1:
-            raise ValueError(f"latents: expected shape (B, T >= 1, h, w, {z}) channels-last, got "
-                             f"{tuple(latents.shape)}")
+        check_latents(latents, self.config.z_dim)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
