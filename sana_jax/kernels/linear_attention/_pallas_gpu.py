@@ -43,10 +43,11 @@ from sana_jax.kernels.linear_attention._vjp import fused_op
 from sana_jax.kernels.linear_attention._xla import _check
 
 F32 = jnp.float32
-# Token rows per kernel step and warps per program: the fastest of the sweep on an H200 (jax 0.11.2, 480p and
-# 720p, benchmarks/results/linear_attention_h200.md).
-TILE, WARPS = 128, 8
-BACKWARD_TILE, BACKWARD_WARPS = 64, 8         # 128 rows need 288 KiB of shared memory (H200: 227)
+# Default ((tile rows, warps) forward, (tile rows, warps) backward) by the inputs' bytes per element, as measured on
+# an H200 (jax 0.11.2; benchmarks/results/linear_attention_h200.md). 2-byte inputs: the sweep's fastest; 128-row
+# backward tiles need 288 KiB of shared memory (227 KiB there). 4-byte inputs: 128-row forward tiles overflow it
+# too, so the configuration compiled and checked with fp32 inputs (64 / 4 everywhere).
+DEFAULT_TILES = {2: ((128, 8), (64, 8)), 4: ((64, 4), (64, 4))}
 _MIN_DIM = 16                  # Triton's smallest matrix-unit operand side
 # Matrix-product operands: (dtype, precision). Triton runs fp32 DEFAULT as TF32 and HIGHEST as exact fp32 FMAs.
 MATMUL = {"tf32": (F32, jax.lax.Precision.DEFAULT), "fp32": (F32, jax.lax.Precision.HIGHEST),
@@ -322,19 +323,23 @@ def _default_splits(p_programs: int, tiles: int, interpret) -> int:
 
 
 def linear_attention_pallas_gpu(q, k, v, rope=None, *, chunk_size=None, initial_state=None, return_state=False,
-                                eps=1e-15, interpret=None, tile=TILE, splits=None, matmul="tf32", num_warps=WARPS,
+                                eps=1e-15, interpret=None, tile=None, splits=None, matmul="tf32", num_warps=None,
                                 backward_tile=None, backward_num_warps=None):
     """See `sana_jax.kernels.linear_attention`. q, k: (B, N, H, d); v: (B, N, H, d_v); rope: (cos, sin) (N, d).
 
     ``interpret=None`` compiles through Triton on GPU and runs the Pallas interpreter elsewhere (tests).
-    ``tile``: token rows per kernel step (a power of two >= 16). ``splits``: programs sharing one run's (S, z)
-    sums (default: enough to fill the GPU). ``backward_tile``/``backward_num_warps``: the same for the two
-    gradient kernels (default: BACKWARD_TILE/BACKWARD_WARPS). ``matmul``: "tf32" | "fp32" | "bf16", the matrix products' operands
-    (module docstring). ``eps`` must be > 0: masked rows have a denominator of exactly eps.
+    ``tile``, ``num_warps``: token rows per kernel step (a power of two >= 16) and warps per program;
+    ``backward_tile``, ``backward_num_warps``: the same for the two gradient kernels (defaults: ``DEFAULT_TILES``
+    by q's bytes per element). ``splits``: programs sharing one run's (S, z) sums (default: enough to fill the GPU).
+    ``matmul``: "tf32" | "fp32" | "bf16", the matrix products' operands (module docstring). ``eps`` must be > 0:
+    masked rows have a denominator of exactly eps.
     """
     _check(q, k, v, rope, chunk_size, initial_state)
-    backward_tile = BACKWARD_TILE if backward_tile is None else backward_tile
-    backward_num_warps = BACKWARD_WARPS if backward_num_warps is None else backward_num_warps
+    (fwd_tile, fwd_warps), (bwd_tile, bwd_warps) = DEFAULT_TILES[4 if jnp.dtype(q.dtype).itemsize > 2 else 2]
+    tile = fwd_tile if tile is None else tile
+    num_warps = fwd_warps if num_warps is None else num_warps
+    backward_tile = bwd_tile if backward_tile is None else backward_tile
+    backward_num_warps = bwd_warps if backward_num_warps is None else backward_num_warps
     for name, value in (("tile", tile), ("backward_tile", backward_tile)):
         if not isinstance(value, int) or value < _MIN_DIM or value & (value - 1):
             raise ValueError(f"{name} must be a power of two >= {_MIN_DIM}; got {value!r}")
