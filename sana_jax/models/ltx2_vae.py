@@ -294,8 +294,7 @@ class DownBlock(nn.Module):
     @nn.compact
     def __call__(self, x):
         kw = dict(causal=self.causal, padding_mode=self.padding_mode, dtype=self.dtype, param_dtype=self.param_dtype)
-        for j in range(self.num_layers):
-            x, _ = ResnetBlock(x.shape[-1], self.eps, name=f"resnets_{j}", **kw)(x)
+        x = _resnets(self, x, {}, {}, "whole", self.num_layers, x.shape[-1])
         if self.kind == "conv":
             x, _ = CausalConv3d(x.shape[-1], stride=(2, 2, 2), name="downsamplers_0", **kw)(x)
         elif self.kind:
@@ -315,13 +314,18 @@ class MidBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, state=None, mode: str = "whole"):
-        kw = dict(causal=self.causal, padding_mode=self.padding_mode, dtype=self.dtype, param_dtype=self.param_dtype)
-        state = state or {}
         new = {}
-        for j in range(self.num_layers):
-            name = f"resnets_{j}"
-            x, new[name] = ResnetBlock(x.shape[-1], self.eps, name=name, **kw)(x, state.get(name), mode)
+        x = _resnets(self, x, state or {}, new, mode, self.num_layers, x.shape[-1])
         return x, new
+
+
+def _resnets(block, x, state, new, mode, count, width):
+    """``count`` resnets ``resnets_{j}`` of ``width`` inside ``block``'s compact call; their states go into ``new``."""
+    kw = dict(causal=block.causal, padding_mode=block.padding_mode, dtype=block.dtype, param_dtype=block.param_dtype)
+    for j in range(count):
+        name = f"resnets_{j}"
+        x, new[name] = ResnetBlock(width, block.eps, name=name, **kw)(x, state.get(name), mode)
+    return x
 
 
 class UpBlock(nn.Module):
@@ -350,10 +354,7 @@ class UpBlock(nn.Module):
         if tuple(self.stride) != (1, 1):
             x, new["upsamplers_0"] = Upsampler(self.stride, self.residual, self.factor, name="upsamplers_0", **kw)(
                 x, state.get("upsamplers_0"), mode)
-        for j in range(self.num_layers):
-            name = f"resnets_{j}"
-            x, new[name] = ResnetBlock(self.out, self.eps, name=name, **kw)(x, state.get(name), mode)
-        return x, new
+        return _resnets(self, x, state, new, mode, self.num_layers, self.out), new
 
 
 class Encoder(nn.Module):
