@@ -13,28 +13,47 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("direction", choices=["to-jax", "to-torch"])
     parser.add_argument("src", help="pipeline folder to read (has model_index.json), or a training run's workdir")
-    parser.add_argument("dst", help="folder to write (replaced whole, atomically)")
+    parser.add_argument("dst", help="folder to write, atomically: a new or empty folder, or an earlier conversion's "
+                                    "output (replaced whole); never SRC or a folder holding it")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty DST that no conversion wrote (everything in it is deleted)")
+    parser.add_argument("--strict", action="store_true",
+                        help="non-finite (NaN/inf) weights are an error (default: a warning)")
     parser.add_argument("--step", type=int, default=None, help="training run: the checkpoint step (default latest)")
     parser.add_argument("--ema", action="store_true", help="training run: write the EMA params")
     args = parser.parse_args(argv)
 
-    from sana_jax.training.export import export_run, is_training_run
-    from sana_jax.weights.pipeline_folder import FORMATS, convert_pipeline_folder
+    from sana_jax import _io
 
-    start = time.perf_counter()
     try:
-        if is_training_run(args.src):
-            step = export_run(args.src, args.dst, step=args.step, ema=args.ema,
-                              format="diffusers" if args.direction == "to-torch" else "jax")
-            print(f"wrote {args.dst} (step {step}{' EMA' if args.ema else ''} of {args.src}) in "
-                  f"{time.perf_counter() - start:.1f} s")
-            return 0
-        if args.step is not None or args.ema:
-            raise ValueError(f"{args.src}: --step / --ema apply to a training run's workdir only")
-        done = convert_pipeline_folder(args.src, args.dst, FORMATS[args.direction])
+        with _io.terminate_cleanly():
+            return _run(args)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; {args.dst} left as it was", file=sys.stderr)
+        return 130
+    except _io.Terminated as e:
+        print(f"{e}; {args.dst} left as it was", file=sys.stderr)
+        return e.exit_code
+
+
+def _run(args) -> int:
+    start = time.perf_counter()
+    from sana_jax.training.export import export_run, is_training_run
+    from sana_jax.weights.pipeline_folder import FORMATS, convert_pipeline_folder
+
+    if is_training_run(args.src):
+        step = export_run(args.src, args.dst, step=args.step, ema=args.ema, overwrite=args.overwrite,
+                          strict=args.strict, format="diffusers" if args.direction == "to-torch" else "jax")
+        print(f"wrote {args.dst} (step {step}{' EMA' if args.ema else ''} of {args.src}) in "
+              f"{time.perf_counter() - start:.1f} s")
+        return 0
+    if args.step is not None or args.ema:
+        raise ValueError(f"{args.src}: --step / --ema apply to a training run's workdir only")
+    done = convert_pipeline_folder(args.src, args.dst, FORMATS[args.direction], overwrite=args.overwrite,
+                                   strict=args.strict)
     print(f"wrote {args.dst} ({', '.join(done)} converted) in {time.perf_counter() - start:.1f} s")
     return 0
 

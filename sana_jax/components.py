@@ -189,6 +189,13 @@ def abstract_params(spec: ComponentSpec, config, module: nn.Module) -> dict:
     return nn.meta.unbox(boxed)["params"]
 
 
+def load_config(path: str | os.PathLike) -> ComponentConfig:
+    """A component folder's config from its config.json alone (no weights read), validated."""
+    config_path = os.path.join(os.fspath(path), "config.json")
+    data = read_json(config_path)
+    return _spec(_class_name_of(data, config_path), config_path).config_cls.from_dict(data, source=config_path)
+
+
 def load_component(path: str | os.PathLike, *, config: ComponentConfig | str | os.PathLike | None = None,
                    **options) -> Component:
     """Loads a component folder (diffusers or JAX format), or an original-layout checkpoint file with ``config``.
@@ -214,10 +221,8 @@ def load_component(path: str | os.PathLike, *, config: ComponentConfig | str | o
         raise FileNotFoundError(f"{path}: no such component folder or checkpoint file")
     if config is not None:
         raise ConfigError(f"{path}: config= is only for original checkpoint files; a folder has its config.json")
-    config_path = os.path.join(path, "config.json")
-    data = read_json(config_path)
-    spec = _spec(_class_name_of(data, config_path), config_path)
-    config = spec.config_cls.from_dict(data, source=config_path)
+    config = load_config(path)
+    spec = REGISTRY[config.class_name]
     if os.path.isfile(os.path.join(path, JAX_WEIGHTS)):
         flat = dict(_io.read_safetensors(os.path.join(path, JAX_WEIGHTS)))
         source = os.path.join(path, JAX_WEIGHTS)
@@ -245,18 +250,38 @@ def _assemble(spec: ComponentSpec, config, flat: dict, *, source: str, options: 
 
 def save_component(model: Component, path: str | os.PathLike, format: str = "diffusers", *,
                    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> None:
-    """Writes ``model`` as a component folder: ``format="diffusers"`` (loads in diffusers) or ``"jax"``."""
+    """Writes ``model`` as a component folder: ``format="diffusers"`` (loads in diffusers) or ``"jax"``. The folder
+    appears whole (a temporary folder, then a rename), replacing one already at ``path``."""
     if format not in FORMATS:
         raise ValueError(f"format={format!r}; expected one of {FORMATS}")
+    with _io.atomic_directory(path) as tmp:
+        write_component(model, tmp, format, max_shard_bytes=max_shard_bytes)
+
+
+def write_component(model: Component, folder: str, format: str, *,
+                    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> None:
+    """Writes config.json and the weights into the existing (empty) ``folder``; ``save_component`` without the
+    atomic rename, for callers that assemble a larger folder atomically themselves."""
     spec = _spec(model.class_name, "model")
     flat = {k: np.asarray(v) for k, v in rulebook.flatten(jax.device_get(model.params)).items()}
     if getattr(model.module, "scan_layers", False):
         flat = rulebook.unstack_layers(flat, spec.layer_prefix)
-    with _io.atomic_directory(path) as tmp:
-        model.config.to_json_file(os.path.join(tmp, "config.json"))
-        if format == "jax":
-            _io.write_safetensors(os.path.join(tmp, JAX_WEIGHTS), flat, {"format": "flax"})
-        else:
-            state = rulebook.flax_to_torch(flat, spec.rules(model.config))
-            write_state_dict(tmp, spec.weights_name, state, max_shard_bytes=max_shard_bytes,
-                             metadata={"format": "pt"})
+    model.config.to_json_file(os.path.join(folder, "config.json"))
+    if format == "jax":
+        _io.write_safetensors(os.path.join(folder, JAX_WEIGHTS), flat, {"format": "flax"})
+    else:
+        state = rulebook.flax_to_torch(flat, spec.rules(model.config))
+        write_state_dict(folder, spec.weights_name, state, max_shard_bytes=max_shard_bytes,
+                         metadata={"format": "pt"})
+
+
+def non_finite_params(model: Component) -> dict[str, int]:
+    """``/``-joined param name -> number of NaN/inf values, for the params that hold any (empty when all finite)."""
+    out = {}
+    for key, value in rulebook.flatten(jax.device_get(model.params)).items():
+        value = np.asarray(value)
+        if jnp.issubdtype(value.dtype, jnp.inexact):  # bfloat16 included
+            bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+            if bad:
+                out[key] = bad
+    return out

@@ -78,7 +78,7 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
             data = json.load(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such config file") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")

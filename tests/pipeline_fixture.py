@@ -62,8 +62,10 @@ def build_tiny_pipeline(folder, seed: int = 0, vae: str = "wan"):
         head_dim=16, hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2,
         num_key_value_heads=1, vocab_size=len(tokenizer), sliding_window=4, max_position_embeddings=8192,
         attn_implementation="eager"))
-    # The 720p layout has a latent pixel per token: rope positions reach 42 (1344 / 32) on the widest bin.
-    channels, layout = ((16, dict(sample_size=30, patch_size=(1, 2, 2), rope_max_seq_len=32)) if vae == "wan" else
+    # The 720p layout has a latent pixel per token: rope positions reach 42 (1344 / 32) on the widest bin. The 480p
+    # layout's table reaches a minute of streamed video (961 frames = 241 latent frames); past its table RoPE has no
+    # position, and the sizes are refused.
+    channels, layout = ((16, dict(sample_size=30, patch_size=(1, 2, 2), rope_max_seq_len=256)) if vae == "wan" else
                         (8, dict(sample_size=22, patch_size=(1, 1, 1), rope_max_seq_len=64)))
     transformer = SanaVideoTransformer3DModel(
         in_channels=channels, out_channels=channels, num_attention_heads=2, attention_head_dim=12, num_layers=2,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -259,6 +261,11 @@ def test_cli_prints_the_table_and_long_video_lines(tmp_path, monkeypatch, capsys
 
     from sana_jax import SanaVideoPipeline
 
+    from sana_jax.pipeline.sample import DEMO_MODEL
+
+    for part in ("transformer", "vae"):  # the CLI checks sizes against the folder's configs before loading
+        (tmp_path / part).mkdir()
+        shutil.copy(os.path.join(DEMO_MODEL, part, "config.json"), tmp_path / part / "config.json")
     (tmp_path / "sample_defaults.json").write_text(json.dumps(
         {"height": 32, "width": 32, "frames": 17, "steps": 2, "guidance": 1.0, "fps": 8, "stream": True,
          "block_frames": 2, "sampler": "few_step"}))

@@ -124,6 +124,17 @@ def test_sample_py_stream_writes_a_961_frame_mp4(folder, tmp_path):
     assert count == 961
 
 
+def test_a_video_longer_than_the_rope_table_is_refused_before_sampling(pipe):
+    """Past rope_max_seq_len latent frames RoPE has no position (it would read NaN): both calls refuse the size."""
+    limit = pipe.transformer.config.rope_max_seq_len
+    frames = 4 * limit + 1  # limit + 1 latent frames
+    with pytest.raises(ValueError, match=f"frames={frames}: {limit + 1} latent positions.*rope_max_seq_len={limit}"):
+        next(iter(pipe.stream("a red circle", frames=frames, **SIZE)))
+    with pytest.raises(ValueError, match="rope_max_seq_len"):
+        pipe("a red circle", frames=frames, num_inference_steps=1, **SIZE)
+    assert pipe.latent_shape(1, 32, 32, frames - 4)[1] == limit
+
+
 def test_causal_checkpoint_loads_and_samples_streamed_by_default(folder, tmp_path):
     import json
     import shutil

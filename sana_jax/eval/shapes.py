@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
+import sys
 
 import numpy as np
 
@@ -286,27 +288,41 @@ def format_long(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sana_jax.pipeline.sample import DEMO_MODEL, read_sample_defaults
+    from sana_jax.pipeline.sample import DEMO_MODEL, guidance_arg, positive_int_arg, seed_arg
 
     parser = argparse.ArgumentParser(prog="python -m sana_jax.eval.shapes", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=DEMO_MODEL, help="model folder (default: the demo shapes model)")
     parser.add_argument("--split", default="held_out,train", help="comma-separated splits to score")
-    parser.add_argument("--videos-per-caption", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=8, help="captions per pipeline call")
-    for flag, kind in (("steps", int), ("guidance", float), ("height", int), ("width", int), ("frames", int),
-                       ("fps", int), ("block-frames", int)):
+    parser.add_argument("--videos-per-caption", type=positive_int_arg, default=2)
+    parser.add_argument("--seed", type=seed_arg, default=0)
+    parser.add_argument("--batch-size", type=positive_int_arg, default=8, help="captions per pipeline call")
+    for flag, kind in (("steps", positive_int_arg), ("guidance", guidance_arg), ("height", positive_int_arg),
+                       ("width", positive_int_arg), ("frames", positive_int_arg), ("fps", positive_int_arg),
+                       ("block-frames", positive_int_arg)):
         parser.add_argument(f"--{flag}", type=kind, default=None, help="default: the model's sample_defaults.json")
     parser.add_argument("--sampler", default=None, help="stream sampler; default: the model's sample_defaults.json")
-    parser.add_argument("--long-seconds", type=float, default=30.0, help="long-video length; 0 skips the check")
-    parser.add_argument("--long-captions", type=int, default=1, help="captions given a long video")
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--long-seconds", type=_seconds_arg, default=30.0,
+                        help="long-video length; 0 skips the check")
+    parser.add_argument("--long-captions", type=positive_int_arg, default=1, help="captions given a long video")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args(argv)
 
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
     for s in splits:
         if s not in world.SPLITS:
             parser.error(f"--split {s!r}: expected some of {sorted(world.SPLITS)}")
+    try:
+        return _evaluate_cli(args, splits)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _evaluate_cli(args, splits) -> int:
+    from sana_jax.pipeline.sample import check_request, read_sample_defaults
+
+    if not os.path.isdir(args.model):
+        raise FileNotFoundError(f"--model {args.model}: no such folder")
     defaults = read_sample_defaults(args.model)
     for key, flag in (("steps", args.steps), ("guidance", args.guidance), ("height", args.height),
                       ("width", args.width), ("frames", args.frames), ("fps", args.fps),
@@ -316,23 +332,35 @@ def main(argv: list[str] | None = None) -> int:
     common = {"height": defaults["height"], "width": defaults["width"],
               "num_inference_steps": defaults["steps"], "guidance_scale": defaults["guidance"]}
     stream_only = {k: defaults[k] for k in ("block_frames", "sampler") if k in defaults}
+    stream = bool(defaults.get("stream", False))
+    check_request(args.model, stream, {**common, "frames": defaults["frames"], "seed": args.seed,
+                                       **(stream_only if stream else {})})
 
     from sana_jax import SanaVideoPipeline
 
     pipe = SanaVideoPipeline.from_pretrained(args.model, dtype=args.dtype)
     captions = [world.caption(*c) for s in splits for c in world.SPLITS[s]]
-    stream = bool(defaults.get("stream", False))
     report = evaluate(pipe, captions, videos_per_caption=args.videos_per_caption, seed=args.seed,
                       batch_size=args.batch_size, stream=stream, progress=True, frames=defaults["frames"],
                       **common, **(stream_only if stream else {}))
     print(format_table(report))
     if args.long_seconds > 0:
-        for i, caption in enumerate(captions[:max(args.long_captions, 0)]):
+        for i, caption in enumerate(captions[:args.long_captions]):
             long = evaluate_long(pipe, caption, seconds=args.long_seconds, fps=defaults["fps"], seed=args.seed + i,
                                  **common, **stream_only)
             print(format_long(long))
     return 0
 
+
+def _seconds_arg(text: str) -> float:
+    """argparse type of ``--long-seconds``: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
 
 if __name__ == "__main__":
     raise SystemExit(main())

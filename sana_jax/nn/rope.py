@@ -39,13 +39,18 @@ class VideoRope:
         return (self.head_dim - 2 * hw, hw, hw)
 
     def __call__(self, grid: tuple[int, int, int], frame_offset=0) -> tuple[jnp.ndarray, jnp.ndarray]:
-        """grid: (F, H, W) token grid; frame_offset (int or traced scalar) shifts the time positions."""
+        """grid: (F, H, W) token grid; frame_offset (int or traced scalar) shifts the time positions. A traced
+        offset cannot be checked here: past the table its positions read NaN, so callers check the whole video's
+        length first (``pipeline.sana_video.latent_shape``)."""
         f, h, w = grid
         for name, n in zip("FHW", grid):
             if n > self.max_len:
                 raise ValueError(f"token grid {grid}: {name} = {n} exceeds rope_max_seq_len {self.max_len}")
         tables = [_axis_table(dim, self.max_len, self.theta) for dim in self.split]
         if isinstance(frame_offset, int):
+            if frame_offset + f > self.max_len:
+                raise ValueError(f"frames {frame_offset}..{frame_offset + f - 1}: past rope_max_seq_len "
+                                 f"{self.max_len}")
             t_pos = np.arange(frame_offset, frame_offset + f)
         else:
             t_pos = frame_offset + jnp.arange(f)

@@ -7,7 +7,13 @@ positions kept. negative: lower-case + strip, no CHI, padded/truncated to max_se
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A prompt longer than the text encoder's window: its end is cut, as the reference pipeline cuts it."""
 
 # The pipeline's default complex human instruction (NVlabs `chi_prompt`), one string per line.
 COMPLEX_HUMAN_INSTRUCTION = (
@@ -53,6 +59,12 @@ def tokenize(tokenizer, prompts: list[str], *, instruction=COMPLEX_HUMAN_INSTRUC
         length = max_sequence_length
     enc = tokenizer(texts, padding="max_length", max_length=length, truncation=True, add_special_tokens=True,
                     return_tensors="np")
+    full = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    cut = [(i, n) for i, n in enumerate(full) if n > length]
+    if cut:
+        listed = ", ".join(f"{prompts[i][:40]!r}... ({n - length} tokens cut)" for i, n in cut[:3])
+        warnings.warn(f"{len(cut)} prompt(s) longer than max_sequence_length={max_sequence_length} tokens; their "
+                      f"ends are not seen by the model: {listed}", PromptTruncatedWarning, stacklevel=2)
     ids = np.asarray(enc["input_ids"], np.int32)
     mask = np.asarray(enc["attention_mask"], np.int32)
     keep = np.concatenate([[0], np.arange(length - max_sequence_length + 1, length)]) if instruction \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -15,6 +16,41 @@ _DEFAULT_KEYS = {"height": int, "width": int, "frames": int, "steps": int, "guid
                  "stream": bool, "block_frames": int, "sampler": str}
 DEMO_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                           "demo", "sana_video_shapes")
+
+
+def guidance_arg(text: str) -> float:
+    """argparse type of ``--guidance``: a finite number >= 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0 (<= 1: no CFG), got {text!r}")
+    return value
+
+
+def seed_arg(text: str) -> int:
+    """argparse type of ``--seed``: an integer in [0, 2**32) (JAX keeps 32 bits of a seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {text!r}")
+    return value
+
+
+def positive_int_arg(text: str) -> int:
+    """argparse type of a count: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 def read_sample_defaults(model: str) -> dict:
@@ -44,6 +80,8 @@ def read_sample_defaults(model: str) -> dict:
 def check_output_path(out: str) -> None:
     """Fails early (before any model work) when ``out`` cannot be written."""
     directory = os.path.dirname(os.path.abspath(out)) or "."
+    if os.path.isdir(out):
+        raise IsADirectoryError(f"--out {out}: is a directory; expected a .mp4 file path")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"--out {out}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
@@ -52,12 +90,42 @@ def check_output_path(out: str) -> None:
         raise ValueError(f"--out {out}: expected a path ending in .mp4")
 
 
+def check_request(model: str, stream: bool | None, call_kwargs: dict) -> bool:
+    """Every check of a sampling request that needs only the folder's configs, so that a bad size, frame count,
+    block size or argument fails before any weights are loaded. Returns whether it streams (None: block-causal
+    checkpoints do)."""
+    import inspect
+
+    from sana_jax.components import load_config
+    from sana_jax.pipeline.sana_video import SanaVideoPipeline, check_sampling_args, latent_shape
+    from sana_jax.pipeline.stream import SAMPLERS, block_sizes
+
+    transformer = load_config(os.path.join(model, "transformer"))
+    if stream is None:
+        stream = transformer.class_name == "SanaVideoCausalTransformer3DModel"
+    method = SanaVideoPipeline.stream if stream else SanaVideoPipeline.__call__
+    args = {name: p.default for name, p in inspect.signature(method).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+    args.update(call_kwargs)
+    check_sampling_args(num_inference_steps=args["num_inference_steps"], guidance_scale=args["guidance_scale"],
+                        seed=args["seed"])
+    shape = latent_shape(transformer, load_config(os.path.join(model, "vae")), 1, args["height"], args["width"],
+                         args["frames"])
+    if stream:
+        block_sizes(shape[1], args["block_frames"])
+        if args["sampler"] not in SAMPLERS:
+            raise ValueError(f"sampler={args['sampler']!r}; expected one of {SAMPLERS}")
+    return stream
+
+
 def sample_to_file(model: str, prompt: str, out: str, *, image: str | None = None, fps: int = 16,
                    dtype: str = "float32", stream: bool | None = None, log=print, **call_kwargs) -> str:
     """Loads the pipeline at ``model``, samples one video and writes it to ``out`` (H.264 mp4 at ``fps``).
 
-    ``stream=True`` (the default, None, picks it for causal checkpoints): long video block by block (``SanaVideoPipeline.stream``), each chunk appended to the mp4 as it
-    is decoded, so no step holds the whole video. ``call_kwargs`` go to the pipeline call.
+    ``stream=True`` (None picks it for block-causal checkpoints): long video block by block
+    (``SanaVideoPipeline.stream``), each chunk appended to the mp4 as it is decoded, so no step holds the whole
+    video. ``call_kwargs`` go to the pipeline call; they are checked against the folder's configs before any
+    weights load.
     """
     from sana_jax.pipeline.sana_video import SanaVideoPipeline
 
@@ -66,12 +134,11 @@ def sample_to_file(model: str, prompt: str, out: str, *, image: str | None = Non
         raise FileNotFoundError(f"--image {image}: no such file")
     if fps < 1:
         raise ValueError(f"--fps {fps}: expected >= 1")
+    stream = check_request(model, stream, call_kwargs)
     start = time.perf_counter()
     pipe = SanaVideoPipeline.from_pretrained(model, dtype=dtype)
     log(f"loaded {model} in {time.perf_counter() - start:.1f} s")
     stream_only = {k: call_kwargs.pop(k) for k in ("block_frames", "sampler") if k in call_kwargs}
-    if stream is None:  # block-causal checkpoints generate long video block by block by default
-        stream = pipe.transformer.class_name == "SanaVideoCausalTransformer3DModel"
     if stream:
         return _stream_to_file(pipe, prompt, out, image=image, fps=fps, log=log, **call_kwargs, **stream_only)
     frames = pipe(prompt, image=image, progress=True, **call_kwargs)

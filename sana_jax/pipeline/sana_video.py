@@ -22,6 +22,8 @@ import numpy as np
 from sana_jax.components import Component, load_component
 from sana_jax.config import AutoencoderKLLTX2VideoConfig, ConfigError, read_json
 from sana_jax.pipeline import prompts as prompt_lib
+from sana_jax.pipeline.finite import NonFiniteError, first_non_finite_step, require_finite
+from sana_jax.pipeline.tokenizer_files import check_tokenizer_folder
 from sana_jax.pipeline.stream import SAMPLERS, BlockStreamer, block_sizes, check_streamable
 from sana_jax.pipeline.video_io import load_image, to_uint8
 from sana_jax.schedulers import load_scheduler
@@ -95,6 +97,46 @@ def vae_factors(vae_config) -> tuple[int, int]:
     return vae_config.spatial_compression_ratio, vae_config.temporal_compression_ratio
 
 
+MAX_SEED = 2**32  # jax.random.key keeps 32 bits of a seed: larger ones would alias smaller ones
+
+
+def check_sampling_args(*, num_inference_steps: int, guidance_scale: float, seed: int) -> None:
+    """The call arguments that need no model: errors name the argument and the range expected."""
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)) \
+            or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps={num_inference_steps!r}; expected an integer >= 1")
+    if not isinstance(guidance_scale, (int, float, np.number)) or not np.isfinite(guidance_scale) \
+            or guidance_scale < 0:
+        raise ValueError(f"guidance_scale={guidance_scale!r}; expected a finite number >= 0 (<= 1: no CFG)")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < MAX_SEED:
+        raise ValueError(f"seed={seed!r}; expected an integer in [0, 2**32)")
+
+
+def latent_shape(transformer_config, vae_config, batch: int, height: int, width: int,
+                 frames: int) -> tuple[int, ...]:
+    """(B, F', H', W', C) for a video of ``frames`` x ``height`` x ``width``; checks divisibility. Needs only the
+    two components' configs, so a caller can check a request before loading any weights."""
+    s, t = vae_factors(vae_config)
+    ph, pw = transformer_config.patch[1:]
+    if height % (s * ph) or width % (s * pw) or height <= 0 or width <= 0:
+        hint = ""
+        if transformer_config.sample_size in ASPECT_RATIO_BINS:
+            hint = ("; or call the pipeline with use_resolution_binning=True to sample at the closest "
+                    "aspect-ratio bin and resize to this size")
+        raise ValueError(f"height={height}, width={width}: both must be positive multiples of {s * ph} "
+                         f"(the VAE's spatial factor {s} x patch size {ph}){hint}")
+    if frames < 1 or (frames - 1) % t:
+        raise ValueError(f"frames={frames}: must be {t}k+1 for this VAE (e.g. {t * 20 + 1})")
+    shape = (batch, (frames - 1) // t + 1, height // s, width // s, transformer_config.in_channels)
+    grid = tuple(n // p for n, p in zip(shape[1:4], transformer_config.patch))
+    limit = transformer_config.rope_max_seq_len
+    for name, n, value in zip(("frames", "height", "width"), grid, (frames, height, width)):
+        if n > limit:  # RoPE has no position past its table (diffusers fails on it too)
+            raise ValueError(f"{name}={value}: {n} latent positions along it, more than this transformer's "
+                             f"rope_max_seq_len={limit}")
+    return shape
+
+
 class SanaVideoPipeline:
     """Text-to-video and image-to-video sampling. Build with ``from_pretrained(folder)``."""
 
@@ -131,6 +173,7 @@ class SanaVideoPipeline:
                                   f"{sorted(k for k in index if not k.startswith('_'))})")
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype={dtype!r}; expected 'float32' or 'bfloat16'")
+        check_tokenizer_folder(os.path.join(path, "tokenizer"))
         tokenizer = AutoTokenizer.from_pretrained(os.path.join(path, "tokenizer"))
         text_encoder = load_component(os.path.join(path, "text_encoder"), dtype=dtype)
         transformer = load_component(os.path.join(path, "transformer"), dtype=dtype, **transformer_options)
@@ -152,18 +195,7 @@ class SanaVideoPipeline:
 
     def latent_shape(self, batch: int, height: int, width: int, frames: int) -> tuple[int, ...]:
         """(B, F', H', W', C) for a video of ``frames`` x ``height`` x ``width``; checks divisibility."""
-        s, t = self.vae_scale_spatial, self.vae_scale_temporal
-        ph, pw = self.transformer.config.patch[1:]
-        if height % (s * ph) or width % (s * pw) or height <= 0 or width <= 0:
-            hint = ""
-            if self.transformer.config.sample_size in ASPECT_RATIO_BINS:
-                hint = ("; or call the pipeline with use_resolution_binning=True to sample at the closest "
-                        "aspect-ratio bin and resize to this size")
-            raise ValueError(f"height={height}, width={width}: both must be positive multiples of {s * ph} "
-                             f"(the VAE's spatial factor {s} x patch size {ph}){hint}")
-        if frames < 1 or (frames - 1) % t:
-            raise ValueError(f"frames={frames}: must be {t}k+1 for this VAE (e.g. {t * 20 + 1})")
-        return (batch, (frames - 1) // t + 1, height // s, width // s, self.transformer.config.in_channels)
+        return latent_shape(self.transformer.config, self.vae.config, batch, height, width, frames)
 
     def __call__(self, prompt, negative_prompt: str = "", height: int = 480, width: int = 832, frames: int = 81,
                  num_inference_steps: int = 50, guidance_scale: float = 6.0, seed: int = 0, image=None,
@@ -181,8 +213,7 @@ class SanaVideoPipeline:
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r}; expected one of {OUTPUT_TYPES}")
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps={num_inference_steps}; expected >= 1")
+        check_sampling_args(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed)
         if num_videos_per_prompt < 1:
             raise ValueError(f"num_videos_per_prompt={num_videos_per_prompt}; expected >= 1")
         batch = len([prompt] if isinstance(prompt, str) else prompt) * num_videos_per_prompt
@@ -197,6 +228,7 @@ class SanaVideoPipeline:
         embeds, mask = self._conditioning(prompt, negative_prompt, cfg, num_videos_per_prompt, motion_score,
                                           instruction, max_sequence_length)
         timings["text encoder"] = _block(embeds, start)
+        require_finite(embeds, "the text encoder")
 
         if latents is None:
             latents = jax.random.normal(jax.random.key(seed), shape, jnp.float32)
@@ -209,19 +241,24 @@ class SanaVideoPipeline:
             start = time.perf_counter()
             latents = latents.at[:, :1].set(self._image_latents(image, height, width, batch))
             timings["image encode"] = _block(latents, start)
+            require_finite(latents[:, :1], "the image encode (VAE encoder)")
 
         start = time.perf_counter()
         self._progress.start(num_inference_steps if progress else 0)
-        latents = self._denoise(self.transformer.params, latents, embeds, mask, jnp.float32(guidance_scale),
-                                schedule=self.scheduler.schedule(num_inference_steps),
-                                image_to_video=image is not None, cfg=cfg, progress=progress)
+        latents, bad_step = self._denoise(self.transformer.params, latents, embeds, mask,
+                                          jnp.float32(guidance_scale),
+                                          schedule=self.scheduler.schedule(num_inference_steps),
+                                          image_to_video=image is not None, cfg=cfg, progress=progress)
         timings["denoise"] = _block(latents, start)
         self._progress.close()
+        if int(bad_step) >= 0:
+            raise NonFiniteError(f"denoising step {int(bad_step) + 1} of {num_inference_steps}")
         if output_type == "latent":
             self.timings = timings
             return latents
         start = time.perf_counter()
         video = self._decode(self.vae.params, latents.astype(self.vae.module.dtype))
+        require_finite(video, "the VAE decode")
         if out_size != (height, width):
             video = resize_and_crop(video, *out_size)
         frames_u8 = np.asarray(to_uint8(video))
@@ -267,6 +304,7 @@ class SanaVideoPipeline:
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r}; expected one of {SAMPLERS}")
+        check_sampling_args(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed)
         check_streamable(self.vae.module)
         batch = len([prompt] if isinstance(prompt, str) else prompt) * num_videos_per_prompt
         shape = self.latent_shape(batch, height, width, frames)
@@ -274,7 +312,10 @@ class SanaVideoPipeline:
         cfg = sampler == "dpm" and guidance_scale > 1.0
         embeds, mask = self._conditioning(prompt, negative_prompt, cfg, num_videos_per_prompt, motion_score,
                                           instruction, max_sequence_length)
+        require_finite(embeds, "the text encoder")
         image_latents = None if image is None else self._image_latents(image, height, width, batch)
+        if image_latents is not None:
+            require_finite(image_latents, "the image encode (VAE encoder)")
         schedule = self.scheduler.schedule(num_inference_steps) if sampler == "dpm" else None
         for _, video in self._streamer.run(embeds, mask, latent_shape=shape, blocks=blocks, seed=seed,
                                         sampler=sampler, schedule=schedule, guidance_scale=guidance_scale,
@@ -301,6 +342,8 @@ def _denoise(module, step_hook, params, latents, embeds, mask, guidance_scale, *
              image_to_video: bool, cfg: bool, progress: bool):
     """All denoising steps in one program. latents (B, F', H', W', C) fp32; embeds (B or 2B, L, D).
 
+    Returns (latents, the first step whose latents hold NaN/inf, or -1).
+
     ``schedule`` (static, hashable by config and step count) holds the timestep/sigma tables and the update rule.
     """
     n = schedule.num_inference_steps
@@ -311,7 +354,7 @@ def _denoise(module, step_hook, params, latents, embeds, mask, guidance_scale, *
     state = schedule.init_state(moving)
 
     def body(i, carry):
-        moving, state = carry
+        moving, state, bad = carry
         x = jnp.concatenate([pinned, moving], axis=1) if image_to_video else moving
         t = schedule.model_timestep(i)
         if image_to_video:  # frame 0 is clean: timestep 0 there, t on every other latent frame
@@ -329,10 +372,10 @@ def _denoise(module, step_hook, params, latents, embeds, mask, guidance_scale, *
         moving, state = schedule.step(state, v, i, moving)
         if progress:
             jax.debug.callback(step_hook.update, i)
-        return moving, state
+        return moving, state, first_non_finite_step(bad, i, moving)
 
-    moving, _ = jax.lax.fori_loop(0, n, body, (moving, state))
-    return jnp.concatenate([pinned, moving], axis=1) if image_to_video else moving
+    moving, _, bad = jax.lax.fori_loop(0, n, body, (moving, state, jnp.int32(-1)))
+    return (jnp.concatenate([pinned, moving], axis=1) if image_to_video else moving), bad
 
 
 class _StepProgress:

@@ -18,6 +18,7 @@ from sana_jax.models.dc_ae import DCAutoencoder
 from sana_jax.models.ltx2_vae import AutoencoderKLLTX2Video
 from sana_jax.models.transformer import init_cache
 from sana_jax.models.wan_vae import AutoencoderKLWan
+from sana_jax.pipeline.finite import NonFiniteError, all_finite, require_finite
 from sana_jax.pipeline.video_io import to_uint8
 
 # LongSANA's few-step schedule (NVlabs `denoising_step_list`): uniform sigmas 1, .75, .5, .25 warped by shift 8.
@@ -59,7 +60,8 @@ class BlockStreamer:
 
     def run(self, embeds, mask, *, latent_shape, blocks, seed, sampler, schedule, guidance_scale, cfg,
             image_latents):
-        """Yields (block latents (B, f, H', W', C) float32, uint8 video chunk) block after block."""
+        """Yields (block latents (B, f, H', W', C) float32, uint8 video chunk) block after block; NaN/inf in a
+        block's latents or its decoded frames stop the stream with ``NonFiniteError`` naming the block."""
         pipe = self.pipe
         check_streamable(pipe.vae.module)
         b, _, h, w, _ = latent_shape
@@ -72,14 +74,19 @@ class BlockStreamer:
         offset = 0
         for index, size in enumerate(blocks):
             first, last = index == 0, index == len(blocks) - 1
-            x, video, cache, vae_cache = self._step(
+            x, video, video_ok, cache, vae_cache = self._step(
                 pipe.transformer.params, pipe.vae.params, jax.random.fold_in(key, index), cache, vae_cache, embeds,
                 mask, jnp.int32(offset), jnp.float32(guidance_scale), image_latents if first else None,
                 shape=(b, size, h, w, latent_shape[-1]), schedule=schedule if sampler == "dpm" else None, cfg=cfg,
                 first=first, pin=first and image_latents is not None, decode=not ltx)
             offset += size
+            where = f"block {index + 1} of {len(blocks)}"
+            if not bool(all_finite(x)):
+                raise NonFiniteError(f"denoising ({where})")
             if ltx:  # one decoder run per block; the first chunks are short (frames still crossing the layers)
-                video, vae_cache = self._ltx_run(pipe.vae.params, x, vae_cache, mode="last" if last else "stream")
+                video, video_ok, vae_cache = self._ltx_run(pipe.vae.params, x, vae_cache,
+                                                           mode="last" if last else "stream")
+            require_finite(video_ok, f"the VAE decode ({where})")
             yield x, video
 
     def _block(self, tparams, vparams, key, cache, vae_cache, embeds, mask, offset, guidance, image_latents, *,
@@ -138,16 +145,16 @@ class BlockStreamer:
         vae = pipe.vae.module
         z = x.astype(vae.dtype)
         if not decode:  # the caller decodes (LTX-2: runs that do not line up with blocks)
-            return x, None, cache, vae_cache
+            return x, None, jnp.bool_(True), cache, vae_cache
         if isinstance(vae, AutoencoderKLWan):
             video, vae_cache = vae.apply({"params": vparams}, z, vae_cache, first=first, method="decode_chunk")
         else:  # an autoencoder without temporal state (DC-AE) decodes frame by frame
             video = vae.apply({"params": vparams}, z, method="decode")
-        return x, to_uint8(video), cache, vae_cache
+        return x, to_uint8(video), all_finite(video), cache, vae_cache
 
 
 def _ltx_run(module, params, latents, state, *, mode):
-    """One LTX-2 decoder run -> (uint8 video chunk, state for the next run)."""
+    """One LTX-2 decoder run -> (uint8 video chunk, all finite, state for the next run)."""
     video, state = module.apply({"params": params}, latents.astype(module.dtype), state, mode,
                                 method="decode_chunk")
-    return to_uint8(video), state
+    return to_uint8(video), all_finite(video), state

@@ -75,7 +75,10 @@ class Mp4Writer:
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames: expected uint8 (F, H, W, 3); got {frames.dtype} {frames.shape}")
         for frame in frames:
-            self._writer.append_data(frame)
+            # A signal is raised after the frame, never inside imageio's ffmpeg generator: raised there (or while it
+            # spawns ffmpeg) it would leave ffmpeg unreaped, still writing the temporary file after its removal.
+            with _io.signals_deferred():
+                self._writer.append_data(frame)
         self.frames += len(frames)
 
     def __exit__(self, *exc):

@@ -3,7 +3,7 @@
     python -m convert to-torch WORKDIR DST [--step N] [--ema]
 
 The run's ``config.json`` says what was trained; the params (or their EMA) are read from the checkpoint onto one
-device and written with ``save_component``.
+device and written like ``save_component`` does, under the conversion rules of ``weights.pipeline_folder``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from sana_jax.components import Component, save_component
+from sana_jax.components import Component, write_component
 from sana_jax.training import mesh as mesh_lib
 from sana_jax.training.checkpoint import Checkpointer
 from sana_jax.training.state import learning_rate, make_optimizer
 from sana_jax.training.step import ShardedStep
 from sana_jax.training.tasks import make_task
+from sana_jax.weights.pipeline_folder import check_destination, check_finite, conversion_output
 
 
 def is_training_run(path: str | os.PathLike) -> bool:
@@ -61,9 +62,16 @@ def restore_params(workdir: str | os.PathLike, *, step: int | None = None, ema: 
 
 
 def export_run(workdir: str | os.PathLike, dst: str | os.PathLike, *, step: int | None = None, ema: bool = False,
-               format: str = "diffusers") -> int:
-    """Writes the run's model at ``step`` to ``dst`` (a component folder); returns the step written."""
+               format: str = "diffusers", overwrite: bool = False, strict: bool = False, warn=None) -> int:
+    """Writes the run's model at ``step`` to ``dst`` (a component folder); returns the step written.
+
+    ``dst`` follows the conversion rules (``pipeline_folder.check_destination``); non-finite params are a warning
+    (``warn``, default stderr) or, with ``strict``, an error.
+    """
+    check_destination(workdir, dst, overwrite=overwrite)
     task, params, step = restore_params(workdir, step=step, ema=ema)
     model = Component(task.config.class_name, task.config, task.module, jax.device_get(params))
-    save_component(model, dst, format=format)
+    check_finite(model, f"{workdir} step {step}{' EMA' if ema else ''}", strict=strict, warn=warn)
+    with conversion_output(workdir, dst, overwrite=overwrite, format=format, step=step, ema=ema) as tmp:
+        write_component(model, tmp, format)
     return step

@@ -4,35 +4,37 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from typing import Mapping
 
 import numpy as np
 
-from sana_jax._io import WeightFileError, read_safetensors, write_safetensors
+from sana_jax._io import WeightFileError, inside, read_safetensors, write_safetensors
 
 DEFAULT_MAX_SHARD_BYTES = 10 * 1024**3  # diffusers' default max_shard_size ("10GB")
 
 
 def read_state_dict(folder: str | os.PathLike, weights_name: str) -> dict[str, np.ndarray]:
-    """Reads ``{weights_name}.safetensors`` or the shards listed in ``{weights_name}.safetensors.index.json``."""
+    """Reads ``{weights_name}.safetensors`` or the shards listed in ``{weights_name}.safetensors.index.json``.
+
+    Every shard the index names must lie inside ``folder`` (``_io.inside``: an absolute name or one whose ``..``
+    leads out is an UnsafePathError naming the index and the entry, raised before any file is opened).
+    """
     folder = os.fspath(folder)
     single = os.path.join(folder, f"{weights_name}.safetensors")
     index = single + ".index.json"
     if os.path.isfile(single):
         return read_safetensors(single)
     if os.path.isfile(index):
-        with open(index, encoding="utf-8") as f:
-            try:
-                weight_map = json.load(f)["weight_map"]
-            except (json.JSONDecodeError, KeyError) as e:
-                raise WeightFileError(f"{index}: not a safetensors index with a 'weight_map' ({e})") from None
+        weight_map = _read_weight_map(index)
+        names = sorted(set(weight_map.values()))
+        shards = {shard: inside(folder, shard, where=index, what="shard") for shard in names}
         out: dict[str, np.ndarray] = {}
-        for shard in sorted(set(weight_map.values())):
-            tensors = read_safetensors(os.path.join(folder, shard))
+        for shard, path in shards.items():
+            tensors = read_safetensors(path)
             for key in tensors:
                 if weight_map.get(key) != shard:
-                    raise WeightFileError(f"{os.path.join(folder, shard)}: tensor {key!r} is not listed for this "
-                                          f"shard in {index}")
+                    raise WeightFileError(f"{path}: tensor {key!r} is not listed for this shard in {index}")
             out.update(tensors)
         absent = sorted(set(weight_map) - set(out))
         if absent:
@@ -40,6 +42,27 @@ def read_state_dict(folder: str | os.PathLike, weights_name: str) -> dict[str, n
         return out
     raise WeightFileError(f"{folder}: no weights found (looked for {os.path.basename(single)} and "
                           f"{os.path.basename(index)})")
+
+
+def _read_weight_map(index: str) -> dict[str, str]:
+    """The ``weight_map`` of a safetensors index: tensor name -> shard file name, both strings."""
+    try:
+        with open(index, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WeightFileError(f"{index}: not a valid JSON safetensors index ({e})") from None
+    if not isinstance(data, dict):
+        raise WeightFileError(f"{index}: a JSON {type(data).__name__}; expected a JSON object with a 'weight_map'")
+    if "weight_map" not in data:
+        raise WeightFileError(f"{index}: no 'weight_map'; expected a safetensors index")
+    weight_map = data["weight_map"]
+    if not isinstance(weight_map, dict):
+        raise WeightFileError(f"{index}: weight_map is a JSON {type(weight_map).__name__}; expected an object "
+                              f"mapping tensor names to shard file names")
+    for key, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise WeightFileError(f"{index}: weight_map entry {key!r} is {shard!r}; expected a shard file name")
+    return weight_map
 
 
 def write_state_dict(folder: str | os.PathLike, weights_name: str, tensors: Mapping[str, np.ndarray], *,
@@ -69,10 +92,20 @@ def write_state_dict(folder: str | os.PathLike, weights_name: str, tensors: Mapp
         json.dump(index, f, indent=2, sort_keys=True)
 
 
+# What torch 2.13 ``torch.load(weights_only=True)`` raised, besides pickle.UnpicklingError, for ~17,000 random,
+# truncated and byte-mutated files (zip and legacy format): the unpickler and the zip reader fail in all of these
+# ways on garbage (ValueError covers UnicodeDecodeError, LookupError KeyError and IndexError). OSError (the
+# disk) and MemoryError are not among them and pass through.
+_TORCH_LOAD_CORRUPT = (RuntimeError, EOFError, ValueError, LookupError, TypeError, AttributeError, AssertionError,
+                       struct.error)
+
+
 def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A `.pth`/`.pt` state dict via ``torch.load(weights_only=True)``: a file that needs code to load is refused.
 
-    A top-level ``{"state_dict": ...}`` wrapper (the NVlabs training checkpoints) is unwrapped.
+    A top-level ``{"state_dict": ...}`` wrapper (the NVlabs training checkpoints) is unwrapped. A file that is not a
+    readable checkpoint, or an entry that is not a plain dense tensor under a string key, is a WeightFileError
+    naming the file (and the entry).
     """
     import pickle
 
@@ -84,25 +117,41 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise WeightFileError(f"{path}: refused, the checkpoint needs more than plain tensors to load "
-                              f"(weights_only=True): {str(e).splitlines()[0]}") from None
-    except (RuntimeError, EOFError) as e:
-        raise WeightFileError(f"{path}: cannot read the checkpoint (truncated or corrupt?): {e}") from None
+        # torch rewraps its unpickler's message; the original (one line) is the exception's context.
+        detail = str(e.__context__ or e).strip().splitlines()[0]
+        if "global" in detail.lower() or "blocked" in detail.lower():
+            raise WeightFileError(f"{path}: refused, the checkpoint needs more than plain tensors to load "
+                                  f"(weights_only=True): {detail}") from None
+        raise WeightFileError(f"{path}: not a readable PyTorch checkpoint (corrupt, truncated or another format): "
+                              f"{detail}") from None
+    except _TORCH_LOAD_CORRUPT as e:
+        detail = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'unexpected end'}"
+        raise WeightFileError(f"{path}: not a readable PyTorch checkpoint (corrupt, truncated or another format): "
+                              f"{detail}") from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
         raise WeightFileError(f"{path}: expected a state dict, found {type(obj).__name__}")
     out = {}
     for key, value in obj.items():
+        if not isinstance(key, str):
+            raise WeightFileError(f"{path}: entry {key!r} has a {type(key).__name__} key; expected a string")
         if not isinstance(value, torch.Tensor):
             raise WeightFileError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        if value.layout != torch.strided or value.is_meta:
+            kind = "meta" if value.is_meta else str(value.layout)
+            raise WeightFileError(f"{path}: entry {key!r} is a {kind} tensor; expected a dense tensor with data")
         value = value.detach().cpu().contiguous()
         if value.dtype == torch.bfloat16:
             import ml_dtypes
 
             out[key] = value.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-        else:
+            continue
+        try:
             out[key] = value.numpy()
+        except TypeError:
+            raise WeightFileError(f"{path}: entry {key!r} has dtype {value.dtype}, which has no NumPy "
+                                  f"equivalent (float8 and quantized tensors are not supported)") from None
     return out
 
 
