@@ -1,18 +1,24 @@
 """``train(config, workdir)``: the training loop — data, sharded step, checkpoints, metrics, preemption.
 
 Re-running with the same workdir resumes from its latest checkpoint (params, optimiser, step, PRNG key and the data
-iterator's position), also onto a different mesh. SIGTERM saves a checkpoint and returns. A non-finite loss stops
-the run naming the step; checkpoints are written only after their step's loss was seen to be finite, so the last
-one on disk is good.
+iterator's position), also onto a different mesh; an unreadable latest checkpoint is skipped for the newest readable
+one, saying so. SIGTERM and SIGINT (Ctrl-C) save a checkpoint at the step reached and return, naming the signal. A
+non-finite loss stops the run naming the step; checkpoints are written only after their step's loss was seen to be
+finite, so the last one on disk is good. The config's values are checked before anything is created, and a run
+holds a lock on its workdir (``workdir_lock``): a second run on it fails instead of mixing the two.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import signal
+import sys
+import threading
 import time
+from typing import Iterator
 
 import jax
 import numpy as np
@@ -20,12 +26,14 @@ from tqdm import tqdm
 
 from sana_jax.training import distributed
 from sana_jax.training import mesh as mesh_lib
-from sana_jax.training.checkpoint import Checkpointer
+from sana_jax.training.checkpoint import Checkpointer, CorruptCheckpointError, abandoned_reads_quiet
+from sana_jax.training.config_checks import check_training_config
 from sana_jax.training.data import make_iterator, null_text
 from sana_jax.training.metrics import MetricsWriter
 from sana_jax.training.state import learning_rate, make_optimizer
 from sana_jax.training.step import ShardedStep
 from sana_jax.training.tasks import make_task
+from sana_jax.training.workdir_lock import LOCK_FILE, WorkdirLock, WorkdirLockedError
 
 log = logging.getLogger(__name__)
 
@@ -79,39 +87,50 @@ def write_run_config(config, task, workdir: str) -> None:
 
 
 def train(config, workdir: str, *, distributed_mode: str = "auto", devices=None, progress: bool = True) -> dict:
-    """Trains to ``config.total_steps``; returns {"step", "loss", "skipped", "preempted"}."""
+    """Trains to ``config.total_steps``; returns {"step", "loss", "skipped", "preempted", "stopped_by"}.
+
+    ``stopped_by``: "SIGINT" or "SIGTERM" when a signal stopped the run (after saving a checkpoint at the step it
+    reached; ``preempted`` is then True), None when it ran to its end. Raises, before anything is created in the
+    workdir: ``TrainingConfigError`` / ``DataConfigError`` for a bad config value, ``WorkdirLockedError`` when
+    another run holds the workdir; ``CorruptCheckpointError`` when no checkpoint of the workdir can be read.
+    """
+    check_training_config(config)
     distributed.initialize(distributed_mode)
     is_main = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
-    task, program, data = build(config, devices=devices)
+    with abandoned_reads_quiet(), _stop_signals() as stop, _workdir_lock(workdir, is_main) as created:
+        try:
+            task, program, data = build(config, devices=devices)
+        except BaseException:
+            if created:  # the fresh workdir holds nothing of this run but its lock file: leave no trace
+                _remove_fresh_workdir(workdir)
+            raise
+        return _run(config, workdir, task, program, data, stop, is_main=is_main, progress=progress)
+
+
+def _run(config, workdir: str, task, program: ShardedStep, data, stop: dict, *, is_main: bool,
+         progress: bool) -> dict:
     checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), every=int(config.checkpoint_every),
                                keep=int(config.keep_checkpoints))
-    start = checkpoints.latest_step()
-    if start is None:
-        state, start = program.init(), 0
-    else:
-        state, data_state = checkpoints.restore(program.abstract_sharded(), start)
-        data.set_state(data_state)
-        if is_main:
-            print(f"resumed from {checkpoints.directory} step {start}")
-    if is_main:
-        write_run_config(config, task, workdir)
-        print(f"{jax.process_count()} process(es), {jax.device_count()} devices, mesh "
-              f"{dict(program.mesh.shape)}, global batch {config.batch_size}")
-    writer = MetricsWriter(workdir, enabled=is_main, resume_step=start)
-
-    stop = {"signal": False}
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(signal=True))
     total = int(config.total_steps)
-    log_every = max(int(config.get("log_every", 10)), 1)
-    peak = float(config.get("device_peak_flops", 0.0)) or None
-    flops = tokens = None
-    bar = tqdm(total=total, initial=start, disable=not (progress and is_main), desc="train", unit="step")
-    last_loss, step, preempted = math.nan, start, False
-    window = (time.perf_counter(), start)
-    pending = None
+    last_loss, step, stopped_by = math.nan, 0, None
+    bar = writer = None
     try:
-        while step < total:
+        state, start = resume(checkpoints, program, data, is_main=is_main)
+        last_saved = start or None
+        if is_main:
+            write_run_config(config, task, workdir)
+            print(f"{jax.process_count()} process(es), {jax.device_count()} devices, mesh "
+                  f"{dict(program.mesh.shape)}, global batch {config.batch_size}")
+        writer = MetricsWriter(workdir, enabled=is_main, resume_step=start)
+        log_every = int(config.get("log_every", 10))
+        peak = float(config.get("device_peak_flops", 0.0)) or None
+        flops = tokens = None
+        bar = tqdm(total=total, initial=start, disable=not (progress and is_main), desc="train", unit="step")
+        step = start
+        window = (time.perf_counter(), start)
+        pending = None
+        stopped_by = _agreed_signal(stop["signal"])  # a signal during start-up: no step to take, none to save
+        while step < total and stopped_by is None:
             batch = global_batch(next(data), program)
             if flops is None:
                 flops = _step_flops(program, state, batch)
@@ -119,11 +138,13 @@ def train(config, workdir: str, *, distributed_mode: str = "auto", devices=None,
             state, metrics = program(state, batch)
             step += 1
             if pending is not None:
-                last_loss = _check_finite(*pending)
+                last_loss = _check_finite(*pending, last_saved)
             pending = (step, metrics)
-            preempted = _agree(stop["signal"]) or checkpoints.reached_preemption(step)
-            if step % log_every == 0 or step == total or checkpoints.should_save(step) or preempted:
-                last_loss = _check_finite(*pending)
+            stopped_by = _agreed_signal(stop["signal"])
+            if stopped_by is None and checkpoints.reached_preemption(step):
+                stopped_by = "SIGTERM"  # the step the JAX preemption service chose after a SIGTERM on some host
+            if step % log_every == 0 or step == total or checkpoints.should_save(step) or stopped_by:
+                last_loss = _check_finite(*pending, last_saved)
                 now = time.perf_counter()
                 rate = (step - window[1]) / max(now - window[0], 1e-9)
                 window = (now, step)
@@ -137,35 +158,153 @@ def train(config, workdir: str, *, distributed_mode: str = "auto", devices=None,
                 jax.block_until_ready(metrics["loss"])
                 window = (time.perf_counter(), step)
             bar.update(1)
-            if checkpoints.should_save(step) or step == total or preempted:
+            if checkpoints.should_save(step) or step == total or stopped_by:
                 checkpoints.save(step, state, data.get_state(), force=True)
-            if preempted:
-                if is_main:
-                    print(f"SIGTERM: saved step {step} to {checkpoints.directory}; exiting")
-                break
+                last_saved = step
+        if stopped_by:
+            checkpoints.wait()
+            if is_main:
+                print(f"{stopped_by}: saved step {step} to {checkpoints.directory}; exiting" if step > start else
+                      f"{stopped_by} before the first step: nothing new to save; exiting")
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        bar.close()
+        if bar is not None:
+            bar.close()
         checkpoints.wait()
         checkpoints.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
         data.close()
-    if is_main:
+    if is_main and not stopped_by:
         print(f"trained to step {step} in {workdir} (metrics.jsonl, tensorboard/, checkpoints/); "
               f"{data.skipped} unreadable examples skipped")
-    return {"step": step, "loss": last_loss, "skipped": data.skipped, "preempted": preempted}
+    return {"step": step, "loss": last_loss, "skipped": data.skipped, "preempted": stopped_by is not None,
+            "stopped_by": stopped_by}
 
 
-def _check_finite(step: int, metrics: dict) -> float:
+def resume(checkpoints: Checkpointer, program: ShardedStep, data, *, is_main: bool = True) -> tuple[object, int]:
+    """(train state, step) of the newest readable checkpoint, with ``data`` set to its position; a fresh state and
+    step 0 when there is no checkpoint.
+
+    An unreadable checkpoint (``CorruptCheckpointError``) is reported once and skipped for the next older one; the
+    run overwrites it when it saves that step again. A checkpoint that does not match the model
+    (``CheckpointMismatchError``) stops the run: an older one would not match either. When no checkpoint is
+    readable, raises the newest one's ``CorruptCheckpointError``, saying what to do about it."""
+    steps = checkpoints.all_steps()
+    if not steps:
+        return program.init(), 0
+    corrupt = []
+    for step in reversed(steps):
+        error = None
+        try:
+            state, data_state = checkpoints.restore(program.abstract_sharded(), step)
+        except CorruptCheckpointError as e:
+            error = e
+        if _agree(error is not None):  # every process resumes from the same step
+            error = error or CorruptCheckpointError(step, checkpoints.directory / str(step),
+                                                    "unreadable on another process")
+            corrupt.append(error)
+            checkpoints.replace_when_saved(step)
+            continue
+        data.set_state(data_state)
+        if is_main:
+            for error in corrupt:
+                print(f"warning: {error}", file=sys.stderr)
+            note = (f" (the newest readable one; unreadable step(s) {[e.step for e in corrupt]} will be overwritten "
+                    f"when the run saves them again)" if corrupt else "")
+            print(f"resumed from {checkpoints.directory} step {step}{note}")
+        return state, step
+    folders = " ".join(str(checkpoints.directory / str(e.step)) for e in corrupt)
+    raise corrupt[0].with_hint(
+        f"No checkpoint in {checkpoints.directory} is readable (steps {sorted(e.step for e in corrupt)}): restore "
+        f"them from a copy, or move them away ({folders}) to train from scratch in this workdir")
+
+
+def _check_finite(step: int, metrics: dict, last_saved: int | None) -> float:
     loss = float(jax.device_get(metrics["loss"]))
     if not math.isfinite(loss):
-        raise NonFiniteLoss(f"loss is {loss} at step {step}; stopped. The last checkpoint on disk was written "
-                            f"before this step and is good.")
+        where = ("No checkpoint was written yet" if last_saved is None else
+                 f"The last checkpoint, step {last_saved}, was written before this step and is good")
+        raise NonFiniteLoss(f"loss is {loss} at step {step}; stopped. {where}.")
     return loss
 
 
+@contextlib.contextmanager
+def _workdir_lock(workdir: str, is_main: bool) -> Iterator[bool]:
+    """Holds the workdir's lock for the run: on process 0, for a local path (see ``workdir_lock``; a ``://`` path
+    has no lock). Yields whether this process created the workdir. Every process raises when process 0 could not
+    take the lock."""
+    local = "://" not in workdir
+    created = is_main and local and not os.path.exists(workdir)
+    lock, error = None, None
+    if is_main and local:
+        lock = WorkdirLock(workdir)
+        try:
+            lock.acquire()
+        except WorkdirLockedError as e:
+            error = e
+    else:
+        os.makedirs(workdir, exist_ok=True)
+    if _agree(error is not None):
+        raise error or WorkdirLockedError(f"{workdir} is in use by another training run (process 0 could not take "
+                                          f"its lock)")
+    try:
+        yield created
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _remove_fresh_workdir(workdir: str) -> None:
+    """Removes ``workdir`` when it holds nothing but the lock file this run created."""
+    try:
+        if os.listdir(workdir) == [LOCK_FILE]:
+            os.remove(os.path.join(workdir, LOCK_FILE))
+            os.rmdir(workdir)
+    except OSError as e:
+        log.warning("could not remove the empty workdir %s: %s", workdir, e)
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[dict]:
+    """SIGINT and SIGTERM set ``stop["signal"]`` (to their name) instead of ending the process: the loop then saves
+    a checkpoint at the step it reached and returns. A second SIGINT raises ``KeyboardInterrupt`` (stop without
+    saving). The previous handlers are back afterwards. Outside the main thread (Python delivers signals to it
+    alone) nothing is installed; an ignored SIGINT (a background job of a shell script) stays ignored."""
+    stop = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def on_signal(signum, frame):
+        if signum == signal.SIGINT and stop["signal"] == "SIGINT":
+            raise KeyboardInterrupt
+        if signum == signal.SIGINT:
+            os.write(2, b"\nSIGINT: stopping; the step reached is saved first (Ctrl-C again: stop without "
+                        b"saving)\n")
+        stop["signal"] = stop["signal"] or signal.Signals(signum).name
+
+    handled = [signal.SIGTERM] + ([] if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else [signal.SIGINT])
+    previous = {s: signal.signal(s, on_signal) for s in handled}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _agreed_signal(name: str | None) -> str | None:
+    """The stop signal of every process: the first process's that received one (a signal on any process stops
+    them all at the same step)."""
+    if jax.process_count() == 1:
+        return name
+    from jax.experimental import multihost_utils
+    codes = multihost_utils.process_allgather(np.asarray([0 if name is None else signal.Signals[name].value]))
+    received = [int(c) for c in np.asarray(codes).reshape(-1) if c]
+    return signal.Signals(received[0]).name if received else None
+
+
 def _agree(flag: bool) -> bool:
-    """Every process stops at the same step: any process's SIGTERM stops them all."""
+    """True on every process when ``flag`` is True on any."""
     if jax.process_count() == 1:
         return flag
     from jax.experimental import multihost_utils
