@@ -61,6 +61,32 @@ def inside(folder: str | os.PathLike, relative, *, where: str, what: str, resolv
     return path
 
 
+def check_output_folder(dst: str | os.PathLike, *, sources, marker: str, overwrite: bool, what: str) -> None:
+    """Raises (before any work) when replacing the folder ``dst`` whole could destroy what this project did not
+    write: ``dst`` may be absent, empty, or an earlier output (it holds ``marker``); any other folder only with
+    ``overwrite``; never a folder that is one of ``sources`` (inputs, files or folders), holds one or lies inside
+    one, and never a symlink or a file."""
+    dst = os.fspath(dst)
+    d = os.path.realpath(dst)
+    for src in map(os.fspath, sources):
+        s = os.path.realpath(src)
+        if s == d:
+            raise ValueError(f"DST {dst} is SRC {src}: the {what} would replace its own input; write elsewhere")
+        if os.path.commonpath([s, d]) == d:
+            raise ValueError(f"DST {dst} contains SRC {src}: replacing it would delete the input; write elsewhere")
+        if os.path.commonpath([s, d]) == s:
+            raise ValueError(f"DST {dst} lies inside SRC {src}: write the {what} outside its input")
+    if os.path.islink(dst):
+        raise ValueError(f"DST {dst} is a symlink; give the folder itself")
+    if not os.path.lexists(dst):
+        return
+    if not os.path.isdir(dst):
+        raise ValueError(f"DST {dst} exists and is not a folder; remove it or write elsewhere")
+    if os.listdir(dst) and not os.path.isfile(os.path.join(dst, marker)) and not overwrite:
+        raise ValueError(f"DST {dst} is a non-empty folder that no {what} wrote; pass --overwrite to replace it "
+                         f"whole (everything in it is deleted), or write elsewhere")
+
+
 def _umask() -> int:
     """The process umask, read without changing it (Linux), else by the set-and-restore idiom."""
     try:

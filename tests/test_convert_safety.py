@@ -211,3 +211,20 @@ def test_atomic_directory_defers_a_signal_until_the_swap_is_done(tmp_path, monke
     monkeypatch.undo()
     assert sorted(os.listdir(tmp_path / "out")) == ["new.txt"]
     assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_precompute_refuses_an_out_folder_it_did_not_write_or_that_holds_its_inputs(tmp_path, capsys):
+    from sana_jax.training.precompute import main as precompute
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (tmp_path / "clips.jsonl").write_text('{"video": "a.mp4", "caption": "x"}\n')
+    common = ["--pipeline", DEMO_MODEL, "--manifest", str(tmp_path / "clips.jsonl"), "--height", "32", "--width",
+              "32", "--frames", "17", "--fps", "8"]
+    assert precompute([*common, "--out", str(mine)]) == 2
+    assert "no latent cache wrote" in capsys.readouterr().err
+    for extra in ([], ["--overwrite"]):  # the manifest lies inside --out: never, even with --overwrite
+        assert precompute([*common, "--out", str(tmp_path), *extra]) == 2
+        assert "contains SRC" in capsys.readouterr().err
+    assert os.listdir(mine) == ["notes.txt"] and sorted(os.listdir(tmp_path)) == ["clips.jsonl", "mine"]

@@ -324,15 +324,17 @@ def test_precompute_round_trip_equals_vae_and_text_encoder_outputs(tmp_path, tin
     np.testing.assert_array_equal(got_mask, np.asarray(null_mask)[0])
 
 
-def test_precompute_cli_with_no_readable_entry_raises_and_leaves_no_folder(tmp_path, tiny_pipeline_dir):
+def test_precompute_cli_with_no_readable_entry_is_an_error_and_leaves_no_folder(tmp_path, tiny_pipeline_dir,
+                                                                                capsys):
     from sana_jax.training.precompute import main
 
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     manifest = write_manifest(tmp_path, [{"video": "bad.mp4", "caption": "x"}, {"video": "gone.mp4", "caption": "y"}])
     before = set(os.listdir(tmp_path))
-    with pytest.raises(ValueError, match="none of its 2 entries"):
-        main(["--pipeline", str(tiny_pipeline_dir), "--manifest", manifest, "--out", str(tmp_path / "cache"),
-              "--height", "16", "--width", "16", "--frames", "5", "--fps", "16"])
+    assert main(["--pipeline", str(tiny_pipeline_dir), "--manifest", manifest, "--out", str(tmp_path / "cache"),
+                 "--height", "16", "--width", "16", "--frames", "5", "--fps", "16"]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("error:") and "none of its 2 entries" in last
     assert set(os.listdir(tmp_path)) == before
 
 

@@ -7,29 +7,60 @@
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 
 from sana_jax.training.data.precompute import STORAGE_DTYPES, precompute_latent_cache
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    from sana_jax import _io
+    from sana_jax.pipeline.sample import positive_int_arg
+
     parser = argparse.ArgumentParser(prog="python -m sana_jax.training.precompute", description=__doc__.split("\n")[0])
     parser.add_argument("--pipeline", required=True, help="SANA-Video pipeline folder (VAE and text encoder)")
     parser.add_argument("--manifest", required=True, help='JSONL: {"video"|"image": PATH, "caption": TEXT} per line')
-    parser.add_argument("--out", required=True, help="latent-cache folder to write (replaced if it exists)")
-    parser.add_argument("--height", type=int, required=True)
-    parser.add_argument("--width", type=int, required=True)
-    parser.add_argument("--frames", type=int, required=True, help="frames per clip (4k+1 for the Wan VAE)")
-    parser.add_argument("--fps", type=float, required=True, help="frame rate clips are resampled to")
-    parser.add_argument("--batch-size", type=int, default=1, help="clips per VAE call")
-    parser.add_argument("--records-per-shard", type=int, default=256)
+    parser.add_argument("--out", required=True, help="latent-cache folder to write: new, empty or an earlier cache "
+                                                     "(replaced whole)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty --out that is not a latent cache (everything in it is deleted)")
+    parser.add_argument("--height", type=positive_int_arg, required=True)
+    parser.add_argument("--width", type=positive_int_arg, required=True)
+    parser.add_argument("--frames", type=positive_int_arg, required=True,
+                        help="frames per clip (4k+1 for the Wan VAE)")
+    parser.add_argument("--fps", type=_positive_float, required=True, help="frame rate clips are resampled to")
+    parser.add_argument("--batch-size", type=positive_int_arg, default=1, help="clips per VAE call")
+    parser.add_argument("--records-per-shard", type=positive_int_arg, default=256)
     parser.add_argument("--dtype", default="float32", choices=STORAGE_DTYPES, help="storage dtype of latents")
-    parser.add_argument("--decode-threads", type=int, default=2)
+    parser.add_argument("--decode-threads", type=positive_int_arg, default=2)
     args = parser.parse_args(argv)
-    precompute_latent_cache(args.manifest, args.pipeline, args.out, height=args.height, width=args.width,
-                            frames=args.frames, fps=args.fps, batch_size=args.batch_size,
-                            records_per_shard=args.records_per_shard, dtype=args.dtype,
-                            decode_threads=args.decode_threads)
+    try:
+        with _io.terminate_cleanly():
+            precompute_latent_cache(args.manifest, args.pipeline, args.out, height=args.height, width=args.width,
+                                    frames=args.frames, fps=args.fps, batch_size=args.batch_size,
+                                    records_per_shard=args.records_per_shard, dtype=args.dtype,
+                                    decode_threads=args.decode_threads, overwrite=args.overwrite)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; {args.out} left as it was", file=sys.stderr)
+        return 130
+    except _io.Terminated as e:
+        print(f"{e}; {args.out} left as it was", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

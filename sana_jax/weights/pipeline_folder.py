@@ -25,23 +25,8 @@ CONVERSION_MARKER = ".sana_jax_conversion.json"  # written into every conversion
 
 def check_destination(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> None:
     """Raises (before any work) when writing ``dst`` could destroy what the conversion did not write."""
-    src, dst = os.fspath(src), os.fspath(dst)
-    s, d = os.path.realpath(src), os.path.realpath(dst)
-    if s == d:
-        raise ValueError(f"DST {dst} is SRC {src}: the conversion would replace its own source; write elsewhere")
-    if os.path.commonpath([s, d]) == d:
-        raise ValueError(f"DST {dst} contains SRC {src}: replacing it would delete the source; write elsewhere")
-    if os.path.commonpath([s, d]) == s:
-        raise ValueError(f"DST {dst} lies inside SRC {src}: write the conversion outside its source")
-    if os.path.islink(dst):
-        raise ValueError(f"DST {dst} is a symlink; give the folder itself")
-    if not os.path.lexists(dst):
-        return
-    if not os.path.isdir(dst):
-        raise ValueError(f"DST {dst} exists and is not a folder; remove it or write elsewhere")
-    if os.listdir(dst) and not os.path.isfile(os.path.join(dst, CONVERSION_MARKER)) and not overwrite:
-        raise ValueError(f"DST {dst} is a non-empty folder that no conversion wrote; pass --overwrite to replace "
-                         f"it whole (everything in it is deleted), or write elsewhere")
+    _io.check_output_folder(dst, sources=[src], marker=CONVERSION_MARKER, overwrite=overwrite,
+                            what="conversion")
 
 
 @contextlib.contextmanager

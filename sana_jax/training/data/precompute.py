@@ -14,7 +14,7 @@ import ml_dtypes
 import numpy as np
 
 from sana_jax import _io
-from sana_jax.training.data.latent_cache import LatentCacheWriter
+from sana_jax.training.data.latent_cache import METADATA, LatentCacheWriter
 from sana_jax.training.data.manifest import ClipDecoder, ManifestExamples, read_manifest
 from sana_jax.training.data.unreadable import Unreadable
 
@@ -25,8 +25,11 @@ STORAGE_DTYPES = ("float32", "bfloat16", "float16")
 def precompute_latent_cache(manifest_path: str | os.PathLike, pipeline_path_or_pipeline, out_dir: str | os.PathLike,
                             *, height: int, width: int, frames: int, fps: float, batch_size: int = 1,
                             records_per_shard: int = 256, dtype: str = "float32", decode_threads: int = 2,
-                            progress: bool = True) -> dict:
+                            progress: bool = True, overwrite: bool = False) -> dict:
     """Writes the latent cache of ``manifest_path`` to ``out_dir`` (replacing it, in one rename); returns metadata.
+
+    ``out_dir`` may be new, empty or an earlier latent cache; any other folder only with ``overwrite``, and never
+    one overlapping the manifest or the pipeline folder (checked before anything loads).
 
     ``pipeline_path_or_pipeline``: a pipeline folder (loaded with ``SanaVideoPipeline.from_pretrained``) or a
     loaded pipeline. Clips are decoded as the ``manifest`` data source does (see manifest.py); unreadable ones are
@@ -39,6 +42,10 @@ def precompute_latent_cache(manifest_path: str | os.PathLike, pipeline_path_or_p
         raise ValueError(f"batch_size={batch_size!r}: expected a positive int")
     if not fps > 0:
         raise ValueError(f"fps={fps!r}: expected a positive number")
+    sources = [manifest_path] + ([pipeline_path_or_pipeline]
+                                 if isinstance(pipeline_path_or_pipeline, (str, os.PathLike)) else [])
+    _io.check_output_folder(out_dir, sources=sources, marker=METADATA, overwrite=overwrite, what="latent cache")
+    entries = read_manifest(manifest_path)
     if isinstance(pipeline_path_or_pipeline, (str, os.PathLike)):
         from sana_jax import SanaVideoPipeline
 
@@ -47,26 +54,27 @@ def precompute_latent_cache(manifest_path: str | os.PathLike, pipeline_path_or_p
     else:
         pipe, pipeline_name = pipeline_path_or_pipeline, type(pipeline_path_or_pipeline).__name__
     pipe.latent_shape(1, height, width, frames)          # checks the sizes against the VAE before any work
-    entries = read_manifest(manifest_path)
     examples = ManifestExamples(entries, ClipDecoder(height=height, width=width, frames=frames, fps=fps))
     config = {"manifest": os.path.abspath(os.fspath(manifest_path)), "pipeline": pipeline_name, "height": height,
               "width": width, "frames": frames, "fps": fps, "dtype": dtype}
     return write_latent_cache(examples, pipe, out_dir, config=config, batch_size=batch_size,
                               records_per_shard=records_per_shard, dtype=dtype, decode_threads=decode_threads,
-                              progress=progress)
+                              progress=progress, overwrite=overwrite, sources=sources)
 
 
 def write_latent_cache(examples, pipe, out_dir: str | os.PathLike, *, config: dict, batch_size: int = 1,
                        records_per_shard: int = 256, dtype: str = "float32", decode_threads: int = 2,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, overwrite: bool = False, sources=()) -> dict:
     """Encodes every example of ``examples`` (a data source of {"video", "caption"} records: ``len``, indexing,
     ``collate``; `Unreadable` records are skipped and counted) with the loaded pipeline ``pipe`` into a latent
     cache at ``out_dir`` (replaced in one rename). ``config`` is recorded in metadata.json. The null text (caption
-    dropout) is the empty negative prompt as the pipeline encodes it for classifier-free guidance."""
+    dropout) is the empty negative prompt as the pipeline encodes it for classifier-free guidance. ``out_dir``
+    follows ``_io.check_output_folder`` (``sources``: the inputs it may not overlap)."""
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"dtype={dtype!r}: expected one of {STORAGE_DTYPES}")
     storage = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
     out_dir = os.path.abspath(os.fspath(out_dir))
+    _io.check_output_folder(out_dir, sources=sources, marker=METADATA, overwrite=overwrite, what="latent cache")
     with _io.atomic_directory(out_dir) as tmp:
         writer = LatentCacheWriter(tmp, records_per_shard=records_per_shard)
         skipped, pending = 0, []
