@@ -14,7 +14,7 @@ import warnings
 
 
 def main(argv=None) -> int:
-    from sana_jax.pipeline.sample import guidance_arg, positive_int_arg, seed_arg
+    from sana_jax._cli import float_arg, positive_int_arg, seed_arg
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompt", required=True)
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=positive_int_arg, default=None)
     p.add_argument("--frames", type=positive_int_arg, default=None)
     p.add_argument("--steps", type=positive_int_arg, default=None)
-    p.add_argument("--guidance", type=guidance_arg, default=None)
+    p.add_argument("--guidance", type=float_arg(0), default=None)
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--fps", type=positive_int_arg, default=None)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -41,41 +41,29 @@ def main(argv=None) -> int:
                    help="with --stream: LongSANA few-step (no CFG) or the folder's multistep scheduler with CFG")
     args = p.parse_args(argv)
 
-    from sana_jax import _io
+    from sana_jax import _cli
     from sana_jax.pipeline.finite import NonFiniteError
     from sana_jax.pipeline.sample import DEMO_MODEL, read_sample_defaults, sample_to_file
 
+    def work():
+        model = args.model or DEMO_MODEL
+        if not os.path.isdir(model):
+            raise FileNotFoundError(f"--model {model}: no such folder")
+        d = read_sample_defaults(model)
+        pick = lambda flag, key, fallback=None: d.get(key, fallback) if flag is None else flag  # noqa: E731
+        stream = pick(args.stream, "stream")
+        extra = {}
+        if stream is not False:
+            extra = dict(block_frames=pick(args.block_frames, "block_frames", 10),
+                         sampler=pick(args.sampler, "sampler", "few_step"))
+        sample_to_file(model, args.prompt, args.out, image=args.image, fps=pick(args.fps, "fps"), dtype=args.dtype,
+                       stream=stream, negative_prompt=args.negative_prompt, height=pick(args.height, "height"),
+                       width=pick(args.width, "width"), frames=pick(args.frames, "frames"),
+                       num_inference_steps=pick(args.steps, "steps"), guidance_scale=pick(args.guidance, "guidance"),
+                       seed=args.seed, **extra)
+
     warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)
-    try:
-        with _io.terminate_cleanly():
-            model = args.model or DEMO_MODEL
-            if not os.path.isdir(model):
-                raise FileNotFoundError(f"--model {model}: no such folder")
-            d = read_sample_defaults(model)
-            pick = lambda flag, key, fallback=None: d.get(key, fallback) if flag is None else flag  # noqa: E731
-            stream = pick(args.stream, "stream")
-            extra = {}
-            if stream is not False:
-                extra = dict(block_frames=pick(args.block_frames, "block_frames", 10),
-                             sampler=pick(args.sampler, "sampler", "few_step"))
-            sample_to_file(model, args.prompt, args.out, image=args.image, fps=pick(args.fps, "fps"),
-                           dtype=args.dtype, stream=stream, negative_prompt=args.negative_prompt,
-                           height=pick(args.height, "height"), width=pick(args.width, "width"),
-                           frames=pick(args.frames, "frames"), num_inference_steps=pick(args.steps, "steps"),
-                           guidance_scale=pick(args.guidance, "guidance"), seed=args.seed, **extra)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except NonFiniteError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"interrupted; nothing written to {args.out}", file=sys.stderr)
-        return 130
-    except _io.Terminated as e:
-        print(f"{e}; nothing written to {args.out}", file=sys.stderr)
-        return e.exit_code
-    return 0
+    return _cli.run(work, interrupted=f"nothing written to {args.out}", exit_codes={NonFiniteError: 1})
 
 if __name__ == "__main__":
     sys.exit(main())

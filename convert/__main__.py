@@ -23,20 +23,9 @@ def main(argv=None) -> int:
     parser.add_argument("--ema", action="store_true", help="training run: write the EMA params")
     args = parser.parse_args(argv)
 
-    from sana_jax import _io
+    from sana_jax import _cli
 
-    try:
-        with _io.terminate_cleanly():
-            return _run(args)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"interrupted; {args.dst} left as it was", file=sys.stderr)
-        return 130
-    except _io.Terminated as e:
-        print(f"{e}; {args.dst} left as it was", file=sys.stderr)
-        return e.exit_code
+    return _cli.run(lambda: _run(args), interrupted=f"{args.dst} left as it was")
 
 
 def _run(args) -> int:

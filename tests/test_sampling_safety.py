@@ -202,3 +202,24 @@ def test_mp4_is_written_with_the_mode_the_umask_gives(tmp_path):
     finally:
         os.umask(previous)
     assert os.stat(tmp_path / "v.mp4").st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--dtype", "float16"], "--dtype"),
+    (["--videos-per-caption", "0"], "--videos-per-caption"),
+    (["--seed", "99999999999999999999"], "--seed"),
+    (["--guidance", "nan"], "--guidance"),
+    (["--long-seconds", "-1"], "--long-seconds"),
+    (["--frames", "6"], "frames=6"),
+    (["--model", "/no/such/folder"], "--model"),
+])
+def test_evaluation_cli_rejects_bad_arguments_with_one_error_line(args, named, capsys, monkeypatch):
+    from sana_jax.eval import shapes as evaluation
+
+    monkeypatch.setattr(SanaVideoPipeline, "from_pretrained", classmethod(lambda *a, **k: pytest.fail("loaded")))
+    try:
+        code = evaluation.main(args)
+    except SystemExit as e:  # argparse's own exit for a value its type refuses
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and "error:" in err and named in err and "Traceback" not in err

@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import math
 import os
-import sys
 
 import numpy as np
 
@@ -288,7 +287,8 @@ def format_long(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sana_jax.pipeline.sample import DEMO_MODEL, guidance_arg, positive_int_arg, seed_arg
+    from sana_jax._cli import float_arg, positive_int_arg, seed_arg
+    from sana_jax.pipeline.sample import DEMO_MODEL
 
     parser = argparse.ArgumentParser(prog="python -m sana_jax.eval.shapes", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=DEMO_MODEL, help="model folder (default: the demo shapes model)")
@@ -296,12 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos-per-caption", type=positive_int_arg, default=2)
     parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--batch-size", type=positive_int_arg, default=8, help="captions per pipeline call")
-    for flag, kind in (("steps", positive_int_arg), ("guidance", guidance_arg), ("height", positive_int_arg),
+    for flag, kind in (("steps", positive_int_arg), ("guidance", float_arg(0)), ("height", positive_int_arg),
                        ("width", positive_int_arg), ("frames", positive_int_arg), ("fps", positive_int_arg),
                        ("block-frames", positive_int_arg)):
         parser.add_argument(f"--{flag}", type=kind, default=None, help="default: the model's sample_defaults.json")
     parser.add_argument("--sampler", default=None, help="stream sampler; default: the model's sample_defaults.json")
-    parser.add_argument("--long-seconds", type=_seconds_arg, default=30.0,
+    parser.add_argument("--long-seconds", type=float_arg(0), default=30.0,
                         help="long-video length; 0 skips the check")
     parser.add_argument("--long-captions", type=positive_int_arg, default=1, help="captions given a long video")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -311,11 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     for s in splits:
         if s not in world.SPLITS:
             parser.error(f"--split {s!r}: expected some of {sorted(world.SPLITS)}")
-    try:
-        return _evaluate_cli(args, splits)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from sana_jax import _cli
+
+    return _cli.run(lambda: _evaluate_cli(args, splits), interrupted="stopped before the table")
 
 
 def _evaluate_cli(args, splits) -> int:
@@ -352,15 +350,7 @@ def _evaluate_cli(args, splits) -> int:
     return 0
 
 
-def _seconds_arg(text: str) -> float:
-    """argparse type of ``--long-seconds``: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
-    return value
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

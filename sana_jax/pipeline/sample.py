@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -16,41 +15,6 @@ _DEFAULT_KEYS = {"height": int, "width": int, "frames": int, "steps": int, "guid
                  "stream": bool, "block_frames": int, "sampler": str}
 DEMO_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                           "demo", "sana_video_shapes")
-
-
-def guidance_arg(text: str) -> float:
-    """argparse type of ``--guidance``: a finite number >= 0."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0 (<= 1: no CFG), got {text!r}")
-    return value
-
-
-def seed_arg(text: str) -> int:
-    """argparse type of ``--seed``: an integer in [0, 2**32) (JAX keeps 32 bits of a seed)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {text!r}")
-    return value
-
-
-def positive_int_arg(text: str) -> int:
-    """argparse type of a count: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def read_sample_defaults(model: str) -> dict:

@@ -7,15 +7,14 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 from sana_jax.training.data.precompute import STORAGE_DTYPES, precompute_latent_cache
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sana_jax import _io
-    from sana_jax.pipeline.sample import positive_int_arg
+    from sana_jax import _cli
+    from sana_jax._cli import float_arg, positive_int_arg
 
     parser = argparse.ArgumentParser(prog="python -m sana_jax.training.precompute", description=__doc__.split("\n")[0])
     parser.add_argument("--pipeline", required=True, help="SANA-Video pipeline folder (VAE and text encoder)")
@@ -28,38 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=positive_int_arg, required=True)
     parser.add_argument("--frames", type=positive_int_arg, required=True,
                         help="frames per clip (4k+1 for the Wan VAE)")
-    parser.add_argument("--fps", type=_positive_float, required=True, help="frame rate clips are resampled to")
+    parser.add_argument("--fps", type=float_arg(0, above=True), required=True,
+                        help="frame rate clips are resampled to")
     parser.add_argument("--batch-size", type=positive_int_arg, default=1, help="clips per VAE call")
     parser.add_argument("--records-per-shard", type=positive_int_arg, default=256)
     parser.add_argument("--dtype", default="float32", choices=STORAGE_DTYPES, help="storage dtype of latents")
     parser.add_argument("--decode-threads", type=positive_int_arg, default=2)
     args = parser.parse_args(argv)
-    try:
-        with _io.terminate_cleanly():
-            precompute_latent_cache(args.manifest, args.pipeline, args.out, height=args.height, width=args.width,
-                                    frames=args.frames, fps=args.fps, batch_size=args.batch_size,
-                                    records_per_shard=args.records_per_shard, dtype=args.dtype,
-                                    decode_threads=args.decode_threads, overwrite=args.overwrite)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"interrupted; {args.out} left as it was", file=sys.stderr)
-        return 130
-    except _io.Terminated as e:
-        print(f"{e}; {args.out} left as it was", file=sys.stderr)
-        return e.exit_code
-    return 0
 
+    def work():
+        precompute_latent_cache(args.manifest, args.pipeline, args.out, height=args.height, width=args.width,
+                                frames=args.frames, fps=args.fps, batch_size=args.batch_size,
+                                records_per_shard=args.records_per_shard, dtype=args.dtype,
+                                decode_threads=args.decode_threads, overwrite=args.overwrite)
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+    return _cli.run(work, interrupted=f"{args.out} left as it was")
 
 
 if __name__ == "__main__":
