@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     p.add_argument("--prompt", required=True)
     p.add_argument("--model", default=None,
                    help="a SANA-Video pipeline folder (diffusers layout, or written by `python -m convert to-jax`); "
-                        "default: the demo model shipped in demo/sana_video_shapes")
+                        "default: the demo model shipped with the package (sana_jax.shapes.DEMO_MODEL)")
     p.add_argument("--image", default=None, help="first frame for image-to-video")
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--height", type=positive_int_arg, default=None)
@@ -43,24 +43,23 @@ def main(argv=None) -> int:
 
     from sana_jax import _cli
     from sana_jax.pipeline.finite import NonFiniteError
-    from sana_jax.pipeline.sample import DEMO_MODEL, read_sample_defaults, sample_to_file
+    from sana_jax.pipeline.sample import merge_defaults, sample_to_file
+    from sana_jax.shapes import DEMO_MODEL
 
     def work():
         model = args.model or DEMO_MODEL
         if not os.path.isdir(model):
             raise FileNotFoundError(f"--model {model}: no such folder")
-        d = read_sample_defaults(model)
-        pick = lambda flag, key, fallback=None: d.get(key, fallback) if flag is None else flag  # noqa: E731
-        stream = pick(args.stream, "stream")
+        d = merge_defaults(model, height=args.height, width=args.width, frames=args.frames, steps=args.steps,
+                           guidance=args.guidance, fps=args.fps, stream=args.stream, block_frames=args.block_frames,
+                           sampler=args.sampler)
+        stream = d.get("stream")   # None: streams for block-causal checkpoints
         extra = {}
         if stream is not False:
-            extra = dict(block_frames=pick(args.block_frames, "block_frames", 10),
-                         sampler=pick(args.sampler, "sampler", "few_step"))
-        sample_to_file(model, args.prompt, args.out, image=args.image, fps=pick(args.fps, "fps"), dtype=args.dtype,
-                       stream=stream, negative_prompt=args.negative_prompt, height=pick(args.height, "height"),
-                       width=pick(args.width, "width"), frames=pick(args.frames, "frames"),
-                       num_inference_steps=pick(args.steps, "steps"), guidance_scale=pick(args.guidance, "guidance"),
-                       seed=args.seed, **extra)
+            extra = dict(block_frames=d.get("block_frames", 10), sampler=d.get("sampler", "few_step"))
+        sample_to_file(model, args.prompt, args.out, image=args.image, fps=d["fps"], dtype=args.dtype, stream=stream,
+                       negative_prompt=args.negative_prompt, height=d["height"], width=d["width"], frames=d["frames"],
+                       num_inference_steps=d["steps"], guidance_scale=d["guidance"], seed=args.seed, **extra)
 
     warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)
     return _cli.run(work, interrupted=f"nothing written to {args.out}", exit_codes={NonFiniteError: 1})

@@ -33,7 +33,7 @@ def main(argv):
     config = _loaded_config()
     from sana_jax.config import ConfigError
     from sana_jax.training.checkpoint import CheckpointMismatchError, CorruptCheckpointError, quiet_unraisable_hook
-    from sana_jax.training.config_checks import TrainingConfigError
+    from sana_jax.training.config import TrainingConfigError
     from sana_jax.training.data.config import DataConfigError
     from sana_jax.training.trainer import NonFiniteLoss, train
     from sana_jax.training.workdir_lock import WorkdirLockedError
@@ -67,7 +67,8 @@ def _loaded_config():
 
 
 def _parse_flags(argv):
-    """absl's parsing, with an override of a key the config file does not have as an ``error:`` line."""
+    """absl's parsing, with an override of a key the config file does not have as an ``error:`` line naming the
+    key, its section and the nearest valid key."""
     try:
         return app.parse_flags_with_usage(argv)
     except (AttributeError, KeyError) as e:
@@ -76,7 +77,32 @@ def _parse_flags(argv):
             detail = detail[1:-1]
         for old, new in (("\\n", " "), ("\n", " "), ("\\'", "'")):
             detail = detail.replace(old, new)
-        _fail(f"a --config.KEY=VALUE override names a key the config file does not have: {detail.strip()}")
+        _fail(f"a --config.KEY=VALUE override names a key the config file does not have: "
+              f"{_unknown_override(argv, detail)}")
+
+
+def _unknown_override(argv, detail: str) -> str:
+    """The override that failed (ml_collections' error names only its last unknown part: ``'lrr' Did you mean
+    "lr" ...``) as ``optim.lrr: unknown key in section 'optim'; the nearest valid key is optim.lr``."""
+    from sana_jax.training.config import SECTIONS, unknown_key_message, valid_keys
+
+    missing = detail.split()[0].strip("'\"") if detail.split() else ""
+    for arg in argv[1:]:
+        if not arg.startswith("--config."):
+            continue
+        parts = arg[len("--config."):].split("=", 1)[0].split(".")
+        if missing not in parts:
+            continue
+        i = parts.index(missing)
+        section = ".".join(parts[:i])
+        if section == "" or section in SECTIONS:
+            valid = valid_keys(section)
+            if missing in valid:  # a valid key the experiment file leaves out
+                return (f"{'.'.join(parts[:i + 1])}: a valid key of the {section or 'top level'} section that the "
+                        f"experiment file does not set; set it in the file to override it")
+            return unknown_key_message(section, missing, valid)
+        return f"{'.'.join(parts[:i + 1])}: {detail.strip()}"
+    return detail.strip()
 
 
 def _fail(message: str):

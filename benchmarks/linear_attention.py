@@ -51,7 +51,7 @@ def device_time(fn, args, repeats, inner=10):
 
 def variants(names, backend):
     from sana_jax.kernels.linear_attention import linear_attention
-    from sana_jax.kernels.linear_attention._pallas_gpu import linear_attention_pallas_gpu
+    from sana_jax.kernels.linear_attention.pallas_triton import linear_attention_pallas_gpu
 
     made = {}
     for name in names:
@@ -124,7 +124,7 @@ def sweep(args):
     import jax.numpy as jnp
 
     from sana_jax.kernels.linear_attention import linear_attention
-    from sana_jax.kernels.linear_attention._pallas_gpu import linear_attention_pallas_gpu
+    from sana_jax.kernels.linear_attention.pallas_triton import linear_attention_pallas_gpu
 
     def timed(fn, q, k, v, rope):
         try:

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 from _timing import median_time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-
 
 def build(kind: str, folder: str):
-    from pipeline_fixture import build_tiny_pipeline
+    from sana_jax.testing.pipelines import build_tiny_pipeline
 
     pipe = build_tiny_pipeline(folder)
     if kind == "tiny":
@@ -64,7 +61,8 @@ def main():
             ref = TorchPipeline.from_pretrained(folder)
             ours = SanaVideoPipeline.from_pretrained(folder)
         c, f = 16, (size["frames"] - 1) // 4 + 1
-        noise = torch.randn(1, c, f, size["height"] // 8, size["width"] // 8, generator=torch.Generator().manual_seed(0))
+        noise = torch.randn(1, c, f, size["height"] // 8, size["width"] // 8,
+                            generator=torch.Generator().manual_seed(0))
         kw = dict(num_inference_steps=args.steps, guidance_scale=6.0, **size)
 
         def run_ref():

@@ -3,7 +3,7 @@
     python benchmarks/stream_memory.py [--size 64] [--model FOLDER]
 
 Each length runs in a fresh process (peak RSS = that process's ru_maxrss, which includes the ~0.6 GB of
-python + jax + torch imports). Without --model a tiny random pipeline (tests/pipeline_fixture.py) is built.
+python + jax + torch imports). Without --model a tiny random pipeline (sana_jax.testing.pipelines) is built.
 Memory should stay flat as the video grows (the state carried between blocks has a fixed size and each chunk
 is appended to the mp4 and dropped); time should grow linearly.
 """
@@ -19,13 +19,10 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 SECONDS = (5, 15, 30, 60)
 
 
 def one_case(model: str, frames: int, size: int) -> None:
-    sys.path.insert(0, REPO)
     from sana_jax.pipeline.sample import sample_to_file
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,7 +46,7 @@ def main():
         model = args.model
         if model is None:
             model = os.path.join(tmp, "tiny")
-            subprocess.run([sys.executable, os.path.join(REPO, "tests", "pipeline_fixture.py"), model], check=True,
+            subprocess.run([sys.executable, "-m", "sana_jax.testing.pipelines", model], check=True,
                            capture_output=True)
         rows = []
         for seconds in SECONDS:

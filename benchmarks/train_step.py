@@ -34,9 +34,6 @@ import time
 
 from _timing import interleaved_median_times
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-
 DEVICES = 8
 ARCH = dict(  # diffusers SanaVideoTransformer3DModel config.json keys
     in_channels=16, out_channels=16, num_attention_heads=4, attention_head_dim=64, num_layers=4,
@@ -60,7 +57,7 @@ def table(header, rows) -> str:
 
 def dit_task(**overrides):
     """(config, DiTTask) of the small DiT with the published optimiser numbers."""
-    from training_fixture import load_config, null_text
+    from sana_jax.testing.training import load_config, null_text
 
     from sana_jax.training import recipes
     from sana_jax.training.tasks import make_task
@@ -88,7 +85,7 @@ def step_time(warmup: int, repeats: int) -> dict:
     import numpy as np
     import torch
     from diffusers import SanaVideoTransformer3DModel
-    from training_fixture import random_batch
+    from sana_jax.testing.training import random_batch
 
     from sana_jax.training.state import init_state, learning_rate, make_optimizer
     from sana_jax.training.step import train_step

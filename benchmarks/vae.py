@@ -118,7 +118,9 @@ def memory():
             proc = subprocess.run([sys.executable, __file__, "--memory-case", f"{mode}:{frames}"],
                                   capture_output=True, text=True, check=True)
             rows.append((frames, mode, json.loads(proc.stdout.strip().splitlines()[-1])))
-    mb = lambda n: f"{n / 2**20:,.0f}"
+    def mb(n):
+        return f"{n / 2**20:,.0f}"
+
     print(f"Tiny config (base_dim 3), latents {MEMORY_SIZE}x{MEMORY_SIZE}:\n")
     print(f"| latent frames -> video frames ({MEMORY_SIZE * 8}x{MEMORY_SIZE * 8}) | decode | XLA temporaries MB | "
           "output MB | peak RSS MB (fresh process) | run s |")

@@ -28,21 +28,20 @@ def get_config() -> ml_collections.ConfigDict:
     c.batch_size = 32
     c.device_peak_flops = 0.0
 
-    c.model = ml_collections.ConfigDict()
+    c.model = recipes.autoencoder_model()
     c.model.architecture = {k: _json_ready(v) for k, v in dataclasses.asdict(SANA_DC_AE_F32C32).items()}
     c.model.init_from = ""
     c.model.dtype = "bfloat16"
     c.model.param_dtype = "float32"
 
-    c.objective = ml_collections.ConfigDict()
-    c.objective.l1_weight = 1.0
+    c.objective = recipes.reconstruction(l1_weight=1.0)
 
     c.optim = recipes.adamw(lr=1e-4, eps=1e-8, warmup_steps=1000, grad_clip=1.0)
 
-    c.mesh = dict(data=-1, fsdp=1, tensor=1, sequence=1)
+    c.mesh = recipes.mesh(data=-1, fsdp=1, tensor=1, sequence=1)
     c.mesh_rules = ()
 
-    c.data = ml_collections.ConfigDict()
+    c.data = recipes.data()
     c.data.source = "manifest"
     c.data.path = ""
     c.data.height = 256

@@ -18,7 +18,7 @@ About 40 minutes on 2 CPU cores. See README "The demo model".
 
 import ml_collections
 
-from sana_jax.data import shapes
+from sana_jax.shapes import world as shapes
 from sana_jax.training import recipes
 
 Z_DIM = 16
@@ -35,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.batch_size = 4
     c.device_peak_flops = 0.0
 
-    c.model = ml_collections.ConfigDict()
+    c.model = recipes.autoencoder_model()
     c.model.class_name = "AutoencoderKLWan"
     c.model.architecture = dict(            # diffusers AutoencoderKLWan config.json keys
         base_dim=16, z_dim=Z_DIM, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
@@ -44,18 +44,17 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.dtype = "float32"
     c.model.param_dtype = "float32"
 
-    c.objective = ml_collections.ConfigDict()
-    c.objective.l1_weight = 1.0
+    c.objective = recipes.reconstruction(l1_weight=1.0)
     c.objective.latent_l2_weight = 1e-4     # keeps the latent scale bounded (no KL: the latent is the mean)
     c.objective.foreground_weight = 10.0    # the object covers ~10% of a frame: without this the loss settles on
                                             # reconstructing the background alone
 
     c.optim = recipes.adamw(lr=5e-4, eps=1e-8, warmup_steps=100, grad_clip=1.0, weight_decay=0.0)
 
-    c.mesh = dict(data=-1, fsdp=1, tensor=1, sequence=1)
+    c.mesh = recipes.mesh(data=-1, fsdp=1, tensor=1, sequence=1)
     c.mesh_rules = ()
 
-    c.data = ml_collections.ConfigDict()
+    c.data = recipes.data()
     c.data.source = "shapes"
     c.data.seed = 0
     c.data.shuffle = True

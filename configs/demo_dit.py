@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.batch_size = 16
     c.device_peak_flops = 0.0
 
-    c.model = ml_collections.ConfigDict()
+    c.model = recipes.dit_model()
     c.model.architecture = dict(            # diffusers SanaVideoTransformer3DModel config.json keys
         in_channels=16, out_channels=16, num_attention_heads=4, attention_head_dim=32, num_layers=6,
         num_cross_attention_heads=4, cross_attention_head_dim=32, cross_attention_dim=128, caption_channels=64,
@@ -48,10 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.objective.max_frame_offset = 56       # latent frames: a 30 s clip at 8 fps has 61
     c.optim = recipes.adamw(lr=5e-4, warmup_steps=200, grad_clip=1.0, ema_decay=0.999)
 
-    c.mesh = dict(data=-1, fsdp=1, tensor=1, sequence=1)
+    c.mesh = recipes.mesh(data=-1, fsdp=1, tensor=1, sequence=1)
     c.mesh_rules = ()
 
-    c.data = ml_collections.ConfigDict()
+    c.data = recipes.data()
     c.data.source = "latent_cache"
     c.data.path = "runs/demo_cache"
     c.data.seed = 0

@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.batch_size = 64                       # global; one 81-frame video per GPU on 64 H100s in the paper's setup
     c.device_peak_flops = 989e12            # H100 SXM dense bf16; set for your chip (v5p: 459e12)
 
-    c.model = ml_collections.ConfigDict()
+    c.model = recipes.dit_model()
     arch = dataclasses.asdict(SANA_VIDEO_2B_480P)
     c.model.architecture = {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}
     c.model.init_from = ""                  # e.g. SANA-Video_2B_480p_diffusers/transformer to fine-tune
@@ -42,10 +42,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.objective = recipes.flow_matching()
     c.optim = recipes.adamw()
 
-    c.mesh = dict(data=1, fsdp=-1, tensor=1, sequence=1)
+    c.mesh = recipes.mesh(data=1, fsdp=-1, tensor=1, sequence=1)
     c.mesh_rules = ()
 
-    c.data = ml_collections.ConfigDict()
+    c.data = recipes.data()
     c.data.source = "latent_cache"
     c.data.path = ""                        # the precompute output folder
     c.data.seed = 0

@@ -20,7 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.batch_size = 8                        # global
     c.device_peak_flops = 0.0               # per device, for MFU; 0 = unknown (not reported)
 
-    c.model = ml_collections.ConfigDict()
+    c.model = recipes.dit_model()
     c.model.architecture = dict(            # diffusers SanaVideoTransformer3DModel config.json keys
         in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2,
         num_cross_attention_heads=2, cross_attention_head_dim=8, cross_attention_dim=16, caption_channels=16,
@@ -36,10 +36,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.objective = recipes.flow_matching()   # block_frames > 0: block-causal diffusion forcing
     c.optim = recipes.adamw(lr=1e-3, warmup_steps=5, grad_clip=1.0)
 
-    c.mesh = dict(data=-1, fsdp=1, tensor=1, sequence=1)
+    c.mesh = recipes.mesh(data=-1, fsdp=1, tensor=1, sequence=1)
     c.mesh_rules = ()                       # () = sana_jax.training.mesh.DEFAULT_RULES
 
-    c.data = ml_collections.ConfigDict()
+    c.data = recipes.data()
     c.data.source = "synthetic"
     c.data.seed = 0
     c.data.shuffle = True

@@ -6,10 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import rel_err
+from sana_jax.testing.numerics import rel_err
 from sana_jax import load_component
 from sana_jax.models.transformer import init_cache
-from test_transformer_parity import inputs, make_reference, run_reference
+from sana_jax.testing.references import make_transformer_reference as make_reference
+from sana_jax.testing.references import run_transformer_reference as run_reference
+from sana_jax.testing.references import transformer_inputs as inputs
 
 BLOCKS = (3, 2, 2)  # the first block absorbs the remainder, as in streaming generation
 
@@ -99,7 +101,7 @@ def test_block_sizes_must_cover_the_frames(tmp_path):
 def test_block_causal_matches_explicit_mask_float64_reference(tmp_path, per_frame):
     import torch
 
-    from block_causal_reference import block_causal_reference
+    from sana_jax.testing.block_causal_reference import block_causal_reference
 
     ref_model, folder = make_reference(tmp_path, seed=15)
     model = load_component(folder)

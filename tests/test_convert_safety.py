@@ -162,7 +162,7 @@ def test_outputs_get_the_permissions_the_umask_gives(src, tmp_path):
     finally:
         os.umask(previous)
     assert os.stat(tmp_path / "a.txt").st_mode & 0o777 == 0o644
-    for root, dirs, files in os.walk(tmp_path / "out"):
+    for root, _, files in os.walk(tmp_path / "out"):
         assert os.stat(root).st_mode & 0o777 == 0o755, root
         for name in files:
             assert os.stat(os.path.join(root, name)).st_mode & 0o777 == 0o644, name

@@ -8,7 +8,9 @@ import pytest
 import torch
 from diffusers import AutoencoderDC
 
-from conftest import randomize_, rel_err
+from sana_jax.testing.numerics import rel_err
+from sana_jax.testing.references import DC_AE_TINY as TINY
+from sana_jax.testing.references import make_dc_ae_reference as make_reference
 from sana_jax import load_component, save_component
 from sana_jax._io import write_safetensors
 from sana_jax.components import REGISTRY, abstract_params
@@ -17,15 +19,6 @@ from sana_jax.weights.dc_ae import diffusers_rules
 from sana_jax.weights.io import read_state_dict
 from sana_jax.weights.rulebook import WeightMappingError, check_against, flatten, torch_to_flax
 
-# diffusers' own test config (tests/models/autoencoders/test_models_autoencoder_dc.py).
-TINY = dict(in_channels=3, latent_channels=4, attention_head_dim=2,
-            encoder_block_types=("ResBlock", "EfficientViTBlock"),
-            decoder_block_types=("ResBlock", "EfficientViTBlock"),
-            encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
-            encoder_qkv_multiscales=((), (5,)), decoder_qkv_multiscales=((), (5,)),
-            encoder_layers_per_block=(1, 1), decoder_layers_per_block=[1, 1], downsample_block_type="conv",
-            upsample_block_type="interpolate", decoder_norm_types="rms_norm", decoder_act_fns="silu",
-            scaling_factor=0.41407)
 # The structure of the published DC-AE in/mix configs at a small width: pixel (un)shuffle, a first stage with no
 # layers (conv_in / conv_out become a down / up block), per-block norm and act lists, two attention scales.
 WIDE = dict(in_channels=3, latent_channels=8, attention_head_dim=8,
@@ -40,13 +33,6 @@ WIDE = dict(in_channels=3, latent_channels=8, attention_head_dim=8,
 # The published SANA spelling "Conv", both shortcuts off, SANA's own act lists.
 NO_SHORTCUTS = {**TINY, "downsample_block_type": "Conv", "encoder_out_shortcut": False, "decoder_in_shortcut": False,
                 "decoder_act_fns": ["relu", "silu"], "decoder_conv_act_fn": "relu"}
-
-
-def make_reference(tmp_path, config, seed):
-    model = randomize_(AutoencoderDC(**config), seed=seed).eval()
-    folder = tmp_path / "vae"
-    model.save_pretrained(folder)
-    return model, folder
 
 
 def images(seed, shape):
@@ -119,7 +105,9 @@ def test_diffusers_to_jax_to_diffusers_is_bit_exact_and_loads_in_diffusers(tmp_p
         assert original[key].dtype == back[key].dtype and np.array_equal(original[key], back[key]), key
     a = json.loads((folder / "config.json").read_text())
     b = json.loads((tmp_path / "back" / "config.json").read_text())
-    public = lambda d: {k: v for k, v in d.items() if not k.startswith("_")}
+    def public(d):
+        return {k: v for k, v in d.items() if not k.startswith("_")}
+
     assert public(a) == public(b)
 
     reloaded = AutoencoderDC.from_pretrained(tmp_path / "back").eval()

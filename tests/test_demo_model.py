@@ -1,5 +1,6 @@
-"""The embedded demo model (demo/sana_video_shapes): small, declares its sampling settings, samples the prompted
-shape, colour and motion through sample.py's defaults, and gives diffusers' frames after `convert to-torch`."""
+"""The demo model shipped in the package (`sana_jax.shapes.DEMO_MODEL`): package data an install carries, small,
+declares its sampling settings, samples the prompted shape, colour and motion through sample.py's defaults, and
+gives diffusers' frames after `convert to-torch`."""
 
 from __future__ import annotations
 
@@ -11,11 +12,41 @@ import numpy as np
 import pytest
 import torch
 
-from sana_jax.data import shapes
-from sana_jax.eval.shapes import detect
-from sana_jax.pipeline.sample import DEMO_MODEL, read_sample_defaults
+from sana_jax.pipeline.sample import merge_defaults, read_sample_defaults
+from sana_jax.shapes import DEMO_MODEL
+from sana_jax.shapes import world as shapes
+from sana_jax.shapes.detect import detect
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_demo_model_resolves_inside_the_package_and_every_file_is_declared_package_data():
+    import fnmatch
+    import importlib.resources
+    import tomllib
+
+    import sana_jax.shapes
+
+    package = importlib.resources.files("sana_jax.shapes")
+    assert os.path.samefile(DEMO_MODEL, os.fspath(package / "model"))
+    assert os.path.samefile(os.path.dirname(DEMO_MODEL), os.path.dirname(sana_jax.shapes.__file__))
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        patterns = tomllib.load(f)["tool"]["setuptools"]["package-data"]["sana_jax.shapes"]
+    files = [os.path.relpath(os.path.join(d, f), os.path.dirname(DEMO_MODEL))
+             for d, _, fs in os.walk(DEMO_MODEL) for f in fs if "__pycache__" not in d]
+    assert files and "model/transformer/flax_params.safetensors" in files
+    for name in files:   # setuptools' glob: "*" stays inside one folder, as fnmatch on path parts does
+        assert any(len(name.split("/")) == len(p.split("/")) and all(map(fnmatch.fnmatchcase, name.split("/"),
+                                                                         p.split("/"))) for p in patterns), name
+
+
+def test_merge_defaults_puts_the_given_flags_over_the_folders_settings():
+    folder = read_sample_defaults(DEMO_MODEL)
+    merged = merge_defaults(DEMO_MODEL, steps=3, guidance=None, sampler="few_step", stream=False)
+    assert merged == {**folder, "steps": 3, "sampler": "few_step", "stream": False}
+    assert merge_defaults(DEMO_MODEL) == folder
+    with pytest.raises(TypeError, match="num_inference_steps"):
+        merge_defaults(DEMO_MODEL, num_inference_steps=3)
 
 
 def test_demo_folder_is_small_and_declares_its_settings():

@@ -10,7 +10,7 @@ import torch
 from transformers import Gemma2Config as HFGemma2Config
 from transformers import Gemma2ForCausalLM, Gemma2Model
 
-from conftest import randomize_, rel_err
+from sana_jax.testing.numerics import randomize_, rel_err
 from sana_jax import load_component, save_component
 from sana_jax.config import GEMMA2_2B, ConfigError, Gemma2Config
 from sana_jax.weights.io import read_state_dict, write_state_dict
@@ -228,6 +228,11 @@ def test_gemma2_2b_builds_with_the_published_param_count():
         sizes[scan] = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(params))
     print(f"GEMMA2_2B: {sizes[False]:,} params")
     assert sizes[False] == sizes[True] == 2_614_341_888
+    import transformers
+
+    with torch.device("meta"):  # transformers' own count of the same config.json (nothing allocated)
+        reference = transformers.Gemma2Model(transformers.Gemma2Config(**GEMMA2_2B.to_dict()))
+    assert sum(p.numel() for p in reference.parameters()) == sizes[False]
     assert GEMMA2_2B.layer_type_list[:2] == ("sliding_attention", "full_attention")
 
 

@@ -5,45 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import rel_err
+from sana_jax.testing.linear_attention import token_reference
+from sana_jax.testing.numerics import rel_err
 from sana_jax.kernels import linear_attention
 from sana_jax.nn import VideoRope
-
-
-def numpy_reference(q, k, v, cos=None, sin=None, chunk_size=None, s0=None, z0=None, eps=1e-15):
-    """out_n = Σ_{m visible} v_m (R φk_m · R φq_n) / (Σ_{m visible} φk_m · φq_n + eps), in float64.
-
-    Visible: all m (bidirectional) or m in the same or an earlier run of chunk_size tokens; plus the initial state.
-    """
-    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
-    b, n, h, d = q.shape
-    fq, fk = np.maximum(q, 0), np.maximum(k, 0)
-
-    def rot(x):
-        if cos is None:
-            return x
-        c, s = np.asarray(cos, np.float64)[:, None], np.asarray(sin, np.float64)[:, None]
-        out = np.empty_like(x)
-        out[..., 0::2] = x[..., 0::2] * c[..., 0::2] - x[..., 1::2] * s[..., 1::2]
-        out[..., 1::2] = x[..., 0::2] * s[..., 1::2] + x[..., 1::2] * c[..., 0::2]
-        return out
-
-    rq, rk = rot(fq), rot(fk)
-    block = np.arange(n) // (chunk_size or n)
-    out = np.zeros(v.shape)
-    for i in range(n):
-        vis = block <= block[i]
-        s = np.einsum("bmhi,bmhj->bhij", v[:, vis], rk[:, vis])
-        z = fk[:, vis].sum(1)
-        if s0 is not None:
-            s = s + np.asarray(s0, np.float64)
-            z = z + np.asarray(z0, np.float64)
-        num = np.einsum("bhij,bhj->bhi", s, rq[:, i])
-        den = np.einsum("bhj,bhj->bh", z, fq[:, i]) + eps
-        out[:, i] = num / den[..., None]
-    s_final = np.einsum("bmhi,bmhj->bhij", v, rk) + (0 if s0 is None else s0)
-    z_final = fk.sum(1) + (0 if z0 is None else z0)
-    return out, s_final, z_final
 
 
 def _inputs(seed, b, n, h, d):
@@ -62,7 +27,7 @@ def test_bidirectional_equals_float64_reference(b, n, h, d, use_rope):
     q, k, v = _inputs(n, b, n, h, d)
     rope = _rope(n, d) if use_rope else None
     out, (s, z) = linear_attention(q, k, v, rope, return_state=True)
-    ref, s_ref, z_ref = numpy_reference(q, k, v, *(rope or (None, None)))
+    ref, s_ref, z_ref = token_reference(q, k, v, *(rope or (None, None)))
     assert rel_err(out, ref) < 1e-5
     assert rel_err(s, s_ref) < 1e-5 and rel_err(z, z_ref) < 1e-5
 
@@ -73,7 +38,7 @@ def test_block_causal_scan_equals_masked_reference(n, chunk):
     q, k, v = _inputs(100 + n, b, n, h, d)
     rope = _rope(n, d)
     out, (s, z) = linear_attention(q, k, v, rope, chunk_size=chunk, return_state=True)
-    ref, s_ref, z_ref = numpy_reference(q, k, v, *rope, chunk_size=chunk)
+    ref, s_ref, z_ref = token_reference(q, k, v, *rope, chunk_size=chunk)
     assert rel_err(out, ref) < 1e-5
     assert rel_err(s, s_ref) < 1e-5 and rel_err(z, z_ref) < 1e-5
 
@@ -94,7 +59,7 @@ def test_block_causal_from_initial_state_equals_reference_and_continues_a_split_
     s0 = jax.random.uniform(jax.random.key(1), (b, h, d, d))
     z0 = jax.random.uniform(jax.random.key(2), (b, h, d))
     out, (s, z) = linear_attention(q, k, v, rope, chunk_size=chunk, initial_state=(s0, z0), return_state=True)
-    ref, s_ref, z_ref = numpy_reference(q, k, v, *rope, chunk_size=chunk, s0=s0, z0=z0)
+    ref, s_ref, z_ref = token_reference(q, k, v, *rope, chunk_size=chunk, s0=s0, z0=z0)
     assert rel_err(out, ref) < 1e-5 and rel_err(s, s_ref) < 1e-5 and rel_err(z, z_ref) < 1e-5
 
 
@@ -102,7 +67,7 @@ def test_bf16_inputs_keep_fp32_sums_and_return_bf16():
     q, k, v = _inputs(3, 1, 40, 2, 8)
     out = linear_attention(q.astype(jnp.bfloat16), k.astype(jnp.bfloat16), v.astype(jnp.bfloat16))
     assert out.dtype == jnp.bfloat16
-    ref, _, _ = numpy_reference(*(np.asarray(a.astype(jnp.bfloat16), np.float32) for a in (q, k, v)))
+    ref, _, _ = token_reference(*(np.asarray(a.astype(jnp.bfloat16), np.float32) for a in (q, k, v)))
     assert rel_err(np.asarray(out, np.float32), ref) < 1e-2  # bf16 output rounding only
 
 

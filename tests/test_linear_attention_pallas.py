@@ -9,33 +9,11 @@ import pytest
 from jax._src.pallas.mosaic.interpret import interpret_pallas_call
 from jax.experimental.pallas import tpu as pltpu
 
-from sana_jax.kernels.linear_attention._pallas import linear_attention_pallas
-from sana_jax.kernels.linear_attention._xla import linear_attention_xla
-from conftest import rel_err
-from test_linear_attention import numpy_reference as token_reference
-
-
-def numpy_reference(q, k, v, rope, chunk_size, initial_state, eps):
-    """The float64 token-by-token definition of tests/test_linear_attention.py, as (out, (S, z))."""
-    cos, sin = (None, None) if rope is None else rope
-    s0, z0 = (None, None) if initial_state is None else (np.asarray(t, np.float64) for t in initial_state)
-    out, s, z = token_reference(q, k, v, cos, sin, chunk_size, s0, z0, eps)
-    return out, (np.asarray(s), np.asarray(z))
-
-
-def make_inputs(seed, b, n, h, d, dv, *, rope, initial_state, dtype=jnp.float32):
-    ks = jax.random.split(jax.random.PRNGKey(seed), 6)
-    q = jax.random.normal(ks[0], (b, n, h, d), dtype)
-    k = jax.random.normal(ks[1], (b, n, h, d), dtype)
-    v = jax.random.normal(ks[2], (b, n, h, dv), dtype)
-    tables = None
-    if rope:
-        phase = 3.0 * jax.random.uniform(ks[3], (n, d // 2))
-        tables = (jnp.repeat(jnp.cos(phase), 2, axis=1), jnp.repeat(jnp.sin(phase), 2, axis=1))
-    state = None
-    if initial_state:
-        state = (jax.random.uniform(ks[4], (b, h, dv, d)), jax.random.uniform(ks[5], (b, h, d)))
-    return q, k, v, tables, state
+from sana_jax.kernels.linear_attention.pallas_mosaic_tpu import linear_attention_pallas
+from sana_jax.kernels.linear_attention.reference import linear_attention_xla
+from sana_jax.testing.linear_attention import assert_matches_references, make_inputs, numpy_reference
+from sana_jax.testing.linear_attention import run_with_state as _run
+from sana_jax.testing.numerics import rel_err
 
 
 # (seed, B, N, H, d, d_v, chunk_size, rope, initial_state, max_tile): odd N, chunks not dividing N, runs split
@@ -47,41 +25,6 @@ CASES = [  # seed, batch, N, heads, d, d_v, chunk_size, rope, initial state, max
 ]
 
 
-def _run(fn, q, k, v, rope, chunk_size, state, **kw):
-    return fn(q, k, v, rope, chunk_size=chunk_size, initial_state=state, return_state=True, **kw)
-
-
-def assert_matches_references(kernel, seed, b, n, h, d, dv, chunk, rope, init, **kernel_kw):
-    """``kernel``'s output, final state and VJPs (q, k, v and the initial state) against the float64 token loop and
-    the XLA op (<= 1e-5 relative)."""
-    q, k, v, tables, state = make_inputs(seed, b, n, h, d, dv, rope=rope, initial_state=init)
-    s0, z0 = state if init else (jnp.zeros((b, h, dv, d)), jnp.zeros((b, h, d)))
-
-    def ours(q, k, v, s0, z0):
-        return _run(kernel, q, k, v, tables, chunk, (s0, z0) if init else None, **kernel_kw)
-
-    def xla(q, k, v, s0, z0):
-        return _run(linear_attention_xla, q, k, v, tables, chunk, (s0, z0) if init else None)
-
-    args = (q, k, v, s0, z0)
-    (out, (s, z)), vjp_ours = jax.vjp(ours, *args)
-    (out_x, (s_x, z_x)), vjp_xla = jax.vjp(xla, *args)
-    out_np, (s_np, z_np) = numpy_reference(q, k, v, tables, chunk, state, 1e-15)
-    for got, xla_val, ref in ((out, out_x, out_np), (s, s_x, s_np), (z, z_x, z_np)):
-        assert rel_err(got, ref) < 1e-5
-        assert rel_err(got, xla_val) < 1e-5
-    assert out.dtype == q.dtype and s.dtype == z.dtype == jnp.float32
-    assert s.shape == (b, h, dv, d) and z.shape == (b, h, d)
-
-    ks = jax.random.split(jax.random.PRNGKey(100 + seed), 3)
-    cotangent = (jax.random.normal(ks[0], out.shape), (jax.random.normal(ks[1], s.shape),
-                                                       jax.random.normal(ks[2], z.shape)))
-    names = ("q", "k", "v", "S0", "z0") if init else ("q", "k", "v")
-    for name, g, gx in zip(names, vjp_ours(cotangent), vjp_xla(cotangent)):
-        assert np.linalg.norm(np.asarray(gx)) > 0, name
-        assert rel_err(g, gx) < 1e-5, name
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_forward_state_and_vjp_match_float64_numpy_and_xla(case):
     *shape, max_tile = case
@@ -91,8 +34,12 @@ def test_forward_state_and_vjp_match_float64_numpy_and_xla(case):
 def test_output_cotangent_alone_matches_xla_without_state():
     """return_state=False: only the output's cotangent flows; the state's zero cotangent is handled."""
     q, k, v, tables, _ = make_inputs(5, 2, 29, 2, 8, 8, rope=True, initial_state=False)
-    loss_p = lambda q, k, v: jnp.sum(jnp.sin(linear_attention_pallas(q, k, v, tables, chunk_size=6)))
-    loss_x = lambda q, k, v: jnp.sum(jnp.sin(linear_attention_xla(q, k, v, tables, chunk_size=6)))
+    def loss_p(q, k, v):
+        return jnp.sum(jnp.sin(linear_attention_pallas(q, k, v, tables, chunk_size=6)))
+
+    def loss_x(q, k, v):
+        return jnp.sum(jnp.sin(linear_attention_xla(q, k, v, tables, chunk_size=6)))
+
     for g, gx in zip(jax.grad(loss_p, (0, 1, 2))(q, k, v), jax.grad(loss_x, (0, 1, 2))(q, k, v)):
         assert rel_err(g, gx) < 1e-5
 

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from conftest import rel_err
-from sana_jax.kernels.linear_attention._pallas_gpu import linear_attention_pallas_gpu
+from sana_jax.testing.linear_attention import assert_matches_references, make_inputs, numpy_reference
+from sana_jax.testing.linear_attention import run_with_state as _run
+from sana_jax.testing.numerics import rel_err
+from sana_jax.kernels.linear_attention.pallas_triton import linear_attention_pallas_gpu
 from sana_jax.kernels.linear_attention._sharded import sharded_linear_attention
-from sana_jax.kernels.linear_attention._xla import linear_attention_xla
-from test_linear_attention_pallas import assert_matches_references, make_inputs, numpy_reference
+from sana_jax.kernels.linear_attention.reference import linear_attention_xla
 
 # The package (its parent re-exports the function of the same name).
 la = importlib.import_module("sana_jax.kernels.linear_attention")
@@ -32,10 +33,6 @@ CASES = [
     (3, 3, 23, 1, 8, 16, 7, True, False, 16, 16, 1),
     (4, 1, 50, 1, 7, 9, 64, False, True, 32, 16, None),
 ]
-
-
-def _run(fn, q, k, v, rope, chunk_size, state, **kw):
-    return fn(q, k, v, rope, chunk_size=chunk_size, initial_state=state, return_state=True, **kw)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -106,7 +103,7 @@ def test_transformer_forward_and_gradients_with_the_gpu_kernel_equal_xla(monkeyp
     """The DiT's "pallas" attention routed to the Triton kernel (interpreted): same outputs and gradients."""
     from sana_jax.training.step import loss_and_grads
     from sana_jax.training.tasks import make_task
-    from training_fixture import load_config, null_text, random_batch
+    from sana_jax.testing.training import load_config, null_text, random_batch
 
     def interpreted(*a, **kw):
         return linear_attention_pallas_gpu(*a, interpret=True, **kw)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from conftest import rel_err
+from sana_jax.testing.numerics import rel_err
 from sana_jax.kernels.linear_attention import linear_attention_xla
-from sana_jax.kernels.linear_attention._pallas import linear_attention_pallas
+from sana_jax.kernels.linear_attention.pallas_mosaic_tpu import linear_attention_pallas
 from sana_jax.kernels.linear_attention._sharded import sharded_linear_attention
 
 MESHES = {
@@ -29,7 +29,8 @@ def _inputs(b=2, n=64, h=4, d=8, seed=0):
     q, k, v = (rng.normal(size=(b, n, h, d)).astype(np.float32) for _ in range(3))
     theta = rng.uniform(0, 3, size=(n, d // 2)).repeat(2, axis=1)
     rope = (np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32))
-    state = (rng.uniform(0, 1, size=(b, h, d, d)).astype(np.float32), rng.uniform(0, 1, size=(b, h, d)).astype(np.float32))
+    state = (rng.uniform(0, 1, size=(b, h, d, d)).astype(np.float32),
+             rng.uniform(0, 1, size=(b, h, d)).astype(np.float32))
     return q, k, v, rope, state
 
 

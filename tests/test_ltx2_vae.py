@@ -15,16 +15,14 @@ import pytest
 import torch
 from diffusers import AutoencoderKLLTX2Video as ReferenceVAE
 
-from conftest import randomize_, rel_err
-from pipeline_fixture import TINY_LTX2, randomize_ltx2_buffers_
+from sana_jax.testing.numerics import rel_err
+from sana_jax.testing.references import LTX2_VAE_TINY as TINY
+from sana_jax.testing.references import make_ltx2_vae_reference as make_reference
 from sana_jax import load_component, save_component
 from sana_jax.components import REGISTRY, abstract_params
 from sana_jax.config import LTX2_VIDEO_VAE, AutoencoderKLLTX2VideoConfig, ConfigError
 from sana_jax.weights.io import read_state_dict
 
-# The published layout (spatial / temporal / spatiotemporal x2 downsamplers, non-causal reflect-padded decoder with
-# residual depth-to-space upsamplers), narrow and one resnet per block: 32x spatial, 8x temporal.
-TINY = TINY_LTX2
 # The other branches: "conv" / "temporal" / "spatial" downsamplers, a causal zero-padded decoder with a
 # spatiotemporal, a non-residual temporal and a spatial upsampler (factor 1), a resnet conv_in that changes width,
 # replicate padding in the encoder, two resnets per block, patch 2: 8x spatial, 4x temporal.
@@ -37,12 +35,6 @@ VARIANT = dict(latent_channels=4, block_out_channels=(4, 8, 16), down_block_type
                encoder_spatial_padding_mode="replicate", decoder_spatial_padding_mode="zeros",
                spatial_compression_ratio=8, temporal_compression_ratio=4)
 TOL = 1e-5
-
-
-def make_reference(folder, seed=0, scale=0.5, **config):
-    model = randomize_ltx2_buffers_(randomize_(ReferenceVAE(**config), seed=seed, scale=scale).eval(), seed + 1)
-    model.save_pretrained(folder)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +138,8 @@ def test_decode_chunk_runs_chain_like_one_clip(tiny):
     8 frames per latent frame; a last run of 0 frames flushes the rest."""
     _, ours = tiny
     z = jnp.asarray(latents(8, 1, 11, 2, 2, 8))
-    fn = jax.jit(lambda p, z, state, mode: ours.module.apply({"params": p}, z, state, mode, method="decode_chunk"),
+    fn = jax.jit(lambda p, z, state, mode: ours.module.apply({"params": p}, z, state, mode, True,
+                                                             method="decode_chunk"),
                  static_argnums=3)
     parts, state = [], None
     for i in range(11):
@@ -174,7 +167,8 @@ def test_diffusers_to_jax_to_diffusers_is_bit_exact_and_loads_in_diffusers(tmp_p
         assert original[key].dtype == back[key].dtype and np.array_equal(original[key], back[key]), key
     with open(tmp_path / "vae" / "config.json") as f1, open(tmp_path / "back" / "config.json") as f2:
         a, b = json.load(f1), json.load(f2)
-    assert {k: v for k, v in a.items() if not k.startswith("_")} == {k: v for k, v in b.items() if not k.startswith("_")}
+    public = {k: v for k, v in b.items() if not k.startswith("_")}
+    assert {k: v for k, v in a.items() if not k.startswith("_")} == public
     reloaded = ReferenceVAE.from_pretrained(tmp_path / "back").eval()
     sa, sb = ref.state_dict(), reloaded.state_dict()
     assert sorted(sa) == sorted(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)

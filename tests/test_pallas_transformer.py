@@ -10,13 +10,13 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import rel_err
+from sana_jax.testing.numerics import rel_err
 from sana_jax.models.transformer import init_cache
 from sana_jax.training import mesh as mesh_lib
 from sana_jax.training.state import learning_rate, make_optimizer
 from sana_jax.training.step import ShardedStep, loss_and_grads
 from sana_jax.training.tasks import make_task
-from training_fixture import load_config, null_text, random_batch
+from sana_jax.testing.training import load_config, null_text, random_batch
 
 LATENTS = (4, 8, 8, 4)
 TEXT = (8, 16)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import rel_err
-from pipeline_fixture import build_tiny_pipeline
+from sana_jax.testing.numerics import rel_err
+from sana_jax.testing.pipelines import build_tiny_pipeline
 from sana_jax.pipeline import SanaVideoPipeline
 from sana_jax.pipeline import prompts as prompt_lib
 
@@ -208,7 +208,7 @@ def test_dc_ae_pipeline_runs_where_diffusers_crashes(tmp_path):
     """A pipeline whose VAE is AutoencoderDC (32 -> 2x compression here, temporal 1): diffusers cannot build it."""
     from diffusers import AutoencoderDC, SanaVideoTransformer3DModel
 
-    from conftest import randomize_
+    from sana_jax.testing.numerics import randomize_
 
     build_tiny_pipeline(tmp_path / "dc")
     vae = randomize_(AutoencoderDC(

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import rel_err
-from pipeline_fixture import build_tiny_pipeline
+from sana_jax.testing.numerics import rel_err
+from sana_jax.testing.pipelines import build_tiny_pipeline
 from sana_jax.pipeline import SanaVideoPipeline
 from sana_jax.pipeline.sana_video import ASPECT_RATIO_BINS, closest_bin, resize_and_crop
 from sana_jax.pipeline.stream import block_sizes

@@ -214,7 +214,7 @@ def test_mp4_is_written_with_the_mode_the_umask_gives(tmp_path):
     (["--model", "/no/such/folder"], "--model"),
 ])
 def test_evaluation_cli_rejects_bad_arguments_with_one_error_line(args, named, capsys, monkeypatch):
-    from sana_jax.eval import shapes as evaluation
+    from sana_jax.shapes import evaluate as evaluation
 
     monkeypatch.setattr(SanaVideoPipeline, "from_pretrained", classmethod(lambda *a, **k: pytest.fail("loaded")))
     try:

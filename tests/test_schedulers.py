@@ -19,7 +19,7 @@ from sana_jax.schedulers import (
     FlowMatchEulerDiscreteSchedulerConfig,
     load_scheduler,
 )
-from conftest import rel_err
+from sana_jax.testing.numerics import rel_err
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")

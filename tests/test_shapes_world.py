@@ -1,4 +1,5 @@
-"""The shapes world (`sana_jax.data.shapes`) and its detector (`sana_jax.eval.shapes`), checked on ground truth."""
+"""The shapes world (`sana_jax.shapes.world`), its detector (`sana_jax.shapes.detect`) and the scores and CLI built
+on it (`sana_jax.shapes.evaluate`), checked on ground truth."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import shutil
 import numpy as np
 import pytest
 
-from sana_jax.data import shapes as world
-from sana_jax.eval import shapes as evaluation
+from sana_jax.shapes import evaluate as evaluation
+from sana_jax.shapes import world
+from sana_jax.shapes.detect import detect
 
 
 def _gaussian_blur(video: np.ndarray, sigma: float) -> np.ndarray:
@@ -48,7 +50,7 @@ def _clips(seeds=(0, 1, 2)):
 def _misreads(videos_and_truth) -> list:
     wrong = []
     for video, clip in videos_and_truth:
-        found = evaluation.detect(video)
+        found = detect(video)
         read = (found.colour, found.shape, found.direction)
         if read != (clip.colour, clip.shape, clip.direction):
             wrong.append((clip, read))
@@ -115,7 +117,7 @@ def test_detector_reads_every_combination_after_blur_and_noise():
 
 def test_detector_centres_and_velocity_follow_the_truth_across_the_edge():
     clip = world.Clip("blue", "square", "left", centre=(31.6, 2.0), radius=5.5, speed=1.1, background=(40, 40, 40))
-    found = evaluation.detect(world.render(clip))
+    found = detect(world.render(clip))
     assert found.present.all()
     truth = np.array([clip.centre_at(f) for f in range(world.FRAMES)])
     error = (found.centres - truth + 16) % 32 - 16          # on the torus
@@ -126,7 +128,7 @@ def test_detector_centres_and_velocity_follow_the_truth_across_the_edge():
 def test_detector_reads_a_down_moving_triangle_by_its_centroid():
     clip = world.Clip("yellow", "triangle", "down", centre=(30.0, 7.0), radius=6.0, speed=0.8,
                       background=(12, 12, 12))
-    found = evaluation.detect(world.render(clip))
+    found = detect(world.render(clip))
     truth = np.array([clip.centre_at(f) for f in range(world.FRAMES)]) + [clip.radius / 3, 0.0]   # centroid
     assert np.abs((found.centres - truth + 16) % 32 - 16).max() < 0.5
     np.testing.assert_allclose(found.velocity, (0.8, 0.0), atol=0.05)
@@ -138,7 +140,7 @@ def test_plain_background_holds_no_object():
     for grey in world.BACKGROUNDS:
         plain = np.broadcast_to(np.asarray(grey, np.uint8), (world.FRAMES, 32, 32, 3))
         for video in (plain, _degrade(plain, rng)):
-            found = evaluation.detect(video)
+            found = detect(video)
             assert not found.present.any()
             assert (found.colour, found.shape, found.direction) == (None, None, None)
             assert np.isnan(found.centres).all()
@@ -148,17 +150,17 @@ def test_frames_without_the_object_are_skipped_not_fatal():
     clip = world.Clip("purple", "circle", "up", centre=(10.0, 20.0), radius=5.0, speed=1.0, background=(68, 68, 68))
     video = world.render(clip)
     video[[0, 5, 6, 12]] = clip.background
-    found = evaluation.detect(video)
+    found = detect(video)
     np.testing.assert_array_equal(~found.present, np.isin(np.arange(world.FRAMES), [0, 5, 6, 12]))
     assert (found.colour, found.shape, found.direction) == ("purple", "circle", "up")
     np.testing.assert_allclose(found.velocity, (-1.0, 0.0), atol=0.05)
-    single = evaluation.detect(video[:2])          # one frame with the object: no direction to read
+    single = detect(video[:2])          # one frame with the object: no direction to read
     assert single.direction is None and single.colour == "purple"
 
 
 def test_a_static_object_has_no_direction():
     clip = world.Clip("green", "square", "right", centre=(16.0, 16.0), radius=5.0, speed=0.0, background=(12, 12, 12))
-    found = evaluation.detect(world.render(clip))
+    found = detect(world.render(clip))
     assert found.present.all() and found.direction is None and found.shape == "square"
 
 
@@ -252,7 +254,7 @@ def test_detector_ignores_colour_casts_and_a_few_misread_frames():
         grey = video.mean(axis=-1, keepdims=True)
         video = 0.8 * (0.6 * video + 0.4 * grey) + [8.0, 0.0, -6.0]      # darker, washed out, tinted
         video[[4, 11]] = np.roll(video[[4, 11]], (9, 13), axis=(1, 2))   # two frames misread far away
-        found = evaluation.detect(_degrade(np.clip(video, 0, 255), rng))
+        found = detect(_degrade(np.clip(video, 0, 255), rng))
         assert (found.colour, found.shape, found.direction) == combo, clip
 
 
@@ -261,7 +263,7 @@ def test_cli_prints_the_table_and_long_video_lines(tmp_path, monkeypatch, capsys
 
     from sana_jax import SanaVideoPipeline
 
-    from sana_jax.pipeline.sample import DEMO_MODEL
+    from sana_jax.shapes import DEMO_MODEL
 
     for part in ("transformer", "vae"):  # the CLI checks sizes against the folder's configs before loading
         (tmp_path / part).mkdir()

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import rel_err
-from pipeline_fixture import build_tiny_pipeline
+from sana_jax.testing.numerics import rel_err
+from sana_jax.testing.pipelines import build_tiny_pipeline
 from sana_jax.pipeline import SanaVideoPipeline
 from sana_jax.pipeline.stream import FEW_STEP_TIMESTEPS, block_sizes
 from sana_jax.pipeline.video_io import to_uint8

@@ -280,7 +280,7 @@ def test_corrupt_missing_and_too_short_files_are_skipped_counted_and_logged(tmp_
 
 @pytest.fixture(scope="module")
 def tiny_pipeline_dir(tmp_path_factory):
-    from pipeline_fixture import build_tiny_pipeline
+    from sana_jax.testing.pipelines import build_tiny_pipeline
 
     path = tmp_path_factory.mktemp("tiny_pipeline")
     build_tiny_pipeline(path)

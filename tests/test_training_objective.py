@@ -11,7 +11,7 @@ import pytest
 
 from sana_jax.training import objective as fm
 from sana_jax.training.tasks import make_task
-from training_fixture import load_config, null_text, random_batch
+from sana_jax.testing.training import load_config, null_text, random_batch
 
 LATENTS = (8, 4, 4, 4)
 TEXT = (8, 16)

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import rel_err
+from sana_jax.testing.numerics import rel_err
 from sana_jax.training.checkpoint import Checkpointer
 from sana_jax.training.export import restore_params
 from sana_jax.training.trainer import NonFiniteLoss, train
-from training_fixture import REPO, load_config
+from sana_jax.testing.training import REPO, load_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -100,7 +100,7 @@ def test_autoencoder_run_skips_and_counts_a_corrupt_video(tmp_path):
     config = load_config("dc_ae_video", total_steps=3, checkpoint_every=3, log_every=1, batch_size=8,
                          **{"data.path": str(manifest), "data.height": 16, "data.width": 16, "data.frames": 1,
                             "data.num_workers": 0, "model.dtype": "float32"})
-    from test_dc_ae import TINY
+    from sana_jax.testing.references import DC_AE_TINY as TINY
     config.model.architecture = dict(TINY)
     summary = train(config, str(tmp_path / "run"), progress=False)
     # 8 rows per step from 3 readable clips: each pass over the 4 entries skips the broken one once.
@@ -188,7 +188,7 @@ def test_two_processes_train_to_the_losses_of_one_process(tmp_path):
 
 
 def test_dit_run_from_a_precomputed_latent_cache_fine_tunes_a_diffusers_transformer(tmp_path):
-    from pipeline_fixture import build_tiny_pipeline
+    from sana_jax.testing.pipelines import build_tiny_pipeline
     from sana_jax import load_component
     from sana_jax.training.data import precompute_latent_cache
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -12,14 +14,17 @@ import subprocess
 import sys
 import time
 
+import ml_collections
 import pytest
 
 from sana_jax.training import recipes
 from sana_jax.training.checkpoint import Checkpointer, CorruptCheckpointError
-from sana_jax.training.config_checks import FLOW_MATCHING, OPTIM, TrainingConfigError, check_training_config
+from sana_jax.training.config import (FlowMatchingConfig, MeshConfig, OptimConfig, TrainingConfig,
+                                      TrainingConfigError, field_names, read_training_config)
+from sana_jax.training.mesh import MESH_AXES
 from sana_jax.training.trainer import NonFiniteLoss, build, train
 from sana_jax.training.workdir_lock import WorkdirLock, WorkdirLockedError
-from training_fixture import REPO, load_config
+from sana_jax.testing.training import REPO, load_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -235,18 +240,105 @@ def test_bad_config_value_fails_naming_the_key_before_the_workdir_is_created(tmp
     assert not workdir.exists()
 
 
-def test_config_checks_accept_every_shipped_config_and_know_every_optimiser_key():
-    assert set(OPTIM) == set(recipes.adamw())
-    assert set(recipes.flow_matching()) - {"block_modes"} <= set(FLOW_MATCHING)
+def test_config_reader_accepts_every_shipped_config_and_knows_every_optimiser_key():
+    assert set(field_names(OptimConfig)) == set(recipes.adamw())
+    assert set(recipes.flow_matching()) - {"block_modes"} <= set(field_names(FlowMatchingConfig))
+    assert field_names(MeshConfig) == MESH_AXES
     for path in sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))):
         config = load_config(os.path.basename(path)[:-3])
         if config.data.source in ("manifest", "latent_cache"):
             config.data.path = "data"  # the shipped files leave the data path to the command line
-        check_training_config(config)
+        read = read_training_config(config)
+        assert isinstance(read, TrainingConfig)
+        assert read_training_config(ml_collections.ConfigDict(read.to_dict())) == read  # config.json reads back
     unknown = _tiny()
     unknown.optim.learning_rate = 1e-3
     with pytest.raises(TrainingConfigError, match="optim.learning_rate: unknown key"):
-        check_training_config(unknown)
+        read_training_config(unknown)
+
+
+@pytest.mark.parametrize("name, key, value, message", [
+    ("tiny_smoke", "model.remat_polcy", "full",
+     "model.remat_polcy: unknown key in section 'model'; the nearest valid key is model.remat_policy"),
+    ("tiny_smoke", "optim.lrr", 1.0, "optim.lrr: unknown key in section 'optim'; the nearest valid key is optim.lr"),
+    ("tiny_smoke", "objective.flow_shfit", 3.0,
+     "objective.flow_shfit: unknown key in section 'objective'; the nearest valid key is objective.flow_shift"),
+    ("tiny_smoke", "data.num_exmples", 8,
+     "data.num_exmples: unknown key in section 'data'; the nearest valid key is data.num_examples"),
+    ("tiny_smoke", "mesh.fsdb", 1, "mesh.fsdb: unknown key in section 'mesh'; the nearest valid key is mesh.fsdp"),
+    ("tiny_smoke", "total_step", 5,
+     "total_step: unknown key in the top level section; the nearest valid key is total_steps"),
+    # a key of the other task's section is unknown to this one
+    ("demo_autoencoder", "model.scan_layers", False, "model.scan_layers: unknown key in section 'model'"),
+    ("demo_autoencoder", "objective.l1_wieght", 1.0,
+     "objective.l1_wieght: unknown key in section 'objective'; the nearest valid key is objective.l1_weight"),
+])
+def test_misspelt_key_in_any_section_fails_naming_it_and_the_nearest_valid_key_before_the_workdir_is_created(
+        tmp_path, name, key, value, message):
+    config = load_config(name)
+    *path, last = key.split(".")
+    node = config
+    for part in path:
+        node = node[part]
+    with node.unlocked() if hasattr(node, "unlocked") else contextlib.nullcontext():
+        node[last] = value
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train(config, str(workdir), progress=False)
+    assert not workdir.exists()
+
+
+def test_recipes_refuse_a_misspelt_key_naming_the_nearest():
+    with pytest.raises(TrainingConfigError, match=re.escape("optim.warmup_step: unknown key in section 'optim'; "
+                                                            "the nearest valid key is optim.warmup_steps")):
+        recipes.adamw(warmup_step=5)
+    assert read_training_config(_tiny()).objective == FlowMatchingConfig()  # tiny_smoke: the published objective
+
+
+def test_missing_required_key_fails_naming_it():
+    config = _tiny()
+    del config["total_steps"]
+    with pytest.raises(TrainingConfigError, match="total_steps: missing; expected an int >= 1"):
+        read_training_config(config)
+    config = load_config("demo_autoencoder")
+    del config.objective["l1_weight"]
+    with pytest.raises(TrainingConfigError, match="objective.l1_weight: missing"):
+        read_training_config(config)
+
+
+_MISSPELT_EXPERIMENT = """
+import importlib.util
+spec = importlib.util.spec_from_file_location("tiny_smoke", {path!r})
+tiny_smoke = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tiny_smoke)
+
+
+def get_config():
+    c = tiny_smoke.get_config()
+    c.{key} = {value!r}
+    return c
+"""
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("model.remat_polcy", "full", "model.remat_polcy: unknown key in section 'model'; the nearest valid key is "
+                                  "model.remat_policy"),
+    ("optim.lrr", 1.0, "optim.lrr: unknown key in section 'optim'; the nearest valid key is optim.lr"),
+    ("objective.flow_shfit", 3.0, "objective.flow_shfit: unknown key in section 'objective'; the nearest valid key "
+                                  "is objective.flow_shift"),
+])
+def test_cli_experiment_file_with_a_misspelt_key_exits_2_naming_it_and_creates_no_workdir(tmp_path, key, value,
+                                                                                          message):
+    experiment = tmp_path / "misspelt.py"
+    experiment.write_text(_MISSPELT_EXPERIMENT.format(path=os.path.join(REPO, "configs", "tiny_smoke.py"), key=key,
+                                                      value=value))
+    workdir = tmp_path / "run"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--config", str(experiment), "--workdir",
+                           str(workdir)], env=env, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip() == f"error: {message}", proc.stderr[-3000:]
+    assert not workdir.exists()
 
 
 def test_non_finite_loss_before_any_checkpoint_says_none_was_written(tmp_path):
@@ -261,6 +353,19 @@ def test_non_finite_loss_before_any_checkpoint_says_none_was_written(tmp_path):
     (["--config=/nonexistent/experiment.py"], "error: --config=/nonexistent/experiment.py: cannot load it"),
     (["--config.optim.lr=-1"], "error: optim.lr=-1.0: expected a number > 0"),
     (["--config.optim.lrr=1"], "error: a --config.KEY=VALUE override names a key the config file does not have"),
+    (["--config.model.remat_polcy=full"], "error: a --config.KEY=VALUE override names a key the config file does not "
+     "have: model.remat_polcy: unknown key in section 'model'; the nearest valid key is model.remat_policy"),
+    (["--config.objective.flow_shfit=3"], "error: a --config.KEY=VALUE override names a key the config file does "
+     "not have: objective.flow_shfit: unknown key in section 'objective'; the nearest valid key is "
+     "objective.flow_shift"),
+    (["--config.optim.lrr=1"], "error: a --config.KEY=VALUE override names a key the config file does not have: "
+     "optim.lrr: unknown key in section 'optim'; the nearest valid key is optim.lr"),
+    (["--config.data.sed=1"], "error: a --config.KEY=VALUE override names a key the config file does not have: "
+     "data.sed: unknown key in section 'data'; the nearest valid key is data.seed"),
+    (["--config.mesh.dta=1"], "error: a --config.KEY=VALUE override names a key the config file does not have: "
+     "mesh.dta: unknown key in section 'mesh'; the nearest valid key is mesh.data"),
+    (["--config.total_step=1"], "error: a --config.KEY=VALUE override names a key the config file does not have: "
+     "total_step: unknown key in the top level section; the nearest valid key is total_steps"),
 ])
 def test_cli_bad_config_prints_one_error_line_exits_2_and_creates_no_workdir(tmp_path, flags, message):
     workdir = tmp_path / "run"

@@ -13,7 +13,7 @@ from sana_jax.training import mesh as mesh_lib
 from sana_jax.training.state import init_state, learning_rate, make_optimizer
 from sana_jax.training.step import ShardedStep, loss_and_grads, train_step
 from sana_jax.training.tasks import make_task
-from training_fixture import load_config, null_text, random_batch
+from sana_jax.testing.training import load_config, null_text, random_batch
 
 LATENTS = (8, 8, 8, 4)  # 8 latent frames so the sequence axis can take all 8 devices
 TEXT = (8, 16)
@@ -120,7 +120,7 @@ def test_mesh_needs_exactly_the_devices_it_names():
 
 
 def test_published_480p_recipe_builds_abstractly_with_fsdp_over_eight_devices():
-    config = load_config("sana_video_2b_480p")
+    config = load_config("sana_video_2b_480p", **{"data.path": "data"})  # the file leaves the path to the command line
     task = make_task(config, (np.zeros((300, 2304), np.float32), np.ones((300,), np.int32)))
     example = task.example_batch(8, (21, 60, 104, 16), 300)
     optimizer = make_optimizer(config.optim)

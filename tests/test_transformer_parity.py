@@ -4,42 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from diffusers import SanaVideoTransformer3DModel
 
-from conftest import randomize_, rel_err
+from sana_jax.testing.numerics import rel_err
+from sana_jax.testing.references import TRANSFORMER_TINY as TINY
+from sana_jax.testing.references import make_transformer_reference as make_reference
+from sana_jax.testing.references import run_transformer_reference as run_reference
+from sana_jax.testing.references import transformer_inputs as inputs
 from sana_jax import load_component
 from sana_jax.weights.rulebook import flatten, stack_layers
-
-TINY = dict(in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=12, num_layers=2,
-            num_cross_attention_heads=2, cross_attention_head_dim=12, cross_attention_dim=24, caption_channels=32,
-            mlp_ratio=2.5, dropout=0.0, attention_bias=False, sample_size=30, patch_size=(1, 2, 2),
-            norm_elementwise_affine=False, norm_eps=1e-6, qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
-
-
-def make_reference(tmp_path, seed=0, **overrides):
-    cfg = {**TINY, **overrides}
-    model = randomize_(SanaVideoTransformer3DModel(**cfg), seed=seed).eval()
-    folder = tmp_path / "transformer"
-    model.save_pretrained(folder)
-    return model, folder
-
-
-def run_reference(model, x, t, ctx, mask=None, guidance=None):
-    """x channels-last (B, F, H, W, C) -> diffusers channels-first call -> channels-last output."""
-    with torch.no_grad():
-        out = model(torch.from_numpy(x.transpose(0, 4, 1, 2, 3)), torch.from_numpy(ctx), torch.from_numpy(t),
-                    guidance=None if guidance is None else torch.from_numpy(guidance),
-                    encoder_attention_mask=None if mask is None else torch.from_numpy(mask)).sample
-    return out.numpy().transpose(0, 2, 3, 4, 1)
-
-
-def inputs(seed, b, f, h, w, c, text_len=7, caption=32):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((b, f, h, w, c), dtype=np.float32)
-    ctx = rng.standard_normal((b, text_len, caption), dtype=np.float32)
-    t = rng.uniform(0, 1000, size=(b,)).astype(np.float32)
-    return x, t, ctx
 
 
 def run_ours(folder, x, t, ctx, mask=None, guidance=None, **options):
@@ -126,7 +98,9 @@ def test_remat_and_scan_give_the_same_gradients_as_unrolled(tmp_path):
 
     def grads(**options):
         m = load_component(folder, **options)
-        loss = lambda p: jnp.sum(m.module.apply({"params": p}, *args) ** 2)
+        def loss(p):
+            return jnp.sum(m.module.apply({"params": p}, *args) ** 2)
+
         return flatten(jax.grad(loss)(m.params))
 
     plain = grads()

@@ -14,25 +14,20 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan as ReferenceVAE
 
-from conftest import randomize_, rel_err
+from sana_jax.testing.numerics import rel_err
+from sana_jax.testing.references import WAN_VAE_TINY as TINY
+from sana_jax.testing.references import make_wan_vae_reference as make_reference
 from sana_jax import load_component, save_component
 from sana_jax.components import REGISTRY, abstract_params
 from sana_jax.config import AutoencoderKLWanConfig, ConfigError
 from sana_jax.models.wan_vae import decode_tiled
 from sana_jax.weights.io import read_state_dict
 
-TINY = dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
 WIDE = dict(base_dim=8, decoder_base_dim=6, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=2,
             temperal_downsample=[False, True, True], latents_mean=[0.1, -0.2, 0.3, -0.4],
             latents_std=[1.5, 0.5, 2.0, 1.0])
 WAN21_PARAMS = 126_892_531
 TOL = 1e-5
-
-
-def make_reference(folder, seed=0, scale=0.5, **config):
-    model = randomize_(ReferenceVAE(**config), seed=seed, scale=scale).eval()
-    model.save_pretrained(folder)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +119,13 @@ def test_decode_chunk_runs_carry_the_cache_like_one_clip(tiny):
     _, ours = tiny
     z = jnp.asarray(latents(8, 1, 6, 2, 2, 16))
     init_cache = jax.jit(lambda p, z: ours.module.apply({"params": p}, z, method="init_cache"))
-    decode_chunk = jax.jit(lambda p, z, cache, first: ours.module.apply({"params": p}, z, cache, first,
-                                                                        method="decode_chunk"), static_argnums=3)
+    decode_chunk = jax.jit(lambda p, z, cache: ours.module.apply({"params": p}, z, cache, "stream",
+                                                                 method="decode_chunk"))
     cache = init_cache(ours.params, z)
     assert all(leaf.shape[1] == 2 and not leaf.any() for leaf in jax.tree_util.tree_leaves(cache))
     parts = []
-    for start, stop in ((0, 3), (3, 4), (4, 6)):
-        part, cache = decode_chunk(ours.params, z[:, start:stop], cache, start == 0)
+    for start, stop in ((0, 3), (3, 4), (4, 6)):  # the clip's first run takes no state (None)
+        part, cache = decode_chunk(ours.params, z[:, start:stop], cache if start else None)
         parts.append(part)
     err = rel_err(np.concatenate(parts, axis=1), np.asarray(ours.decode(z)))
     print(f"\ndecode_chunk runs (3, 1, 2) vs whole clip: rel err {err:.2e}")
@@ -208,6 +203,9 @@ def test_published_wan21_config_builds_with_its_param_count():
     count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
     print(f"\nWan2.1 VAE params: {count:,}")
     assert count == WAN21_PARAMS
+    with torch.device("meta"):  # diffusers' own count of the same config (nothing allocated)
+        reference = ReferenceVAE(**{k: v for k, v in config.to_dict().items() if not k.startswith("_")})
+    assert sum(p.numel() for p in reference.parameters()) == count
     assert params["decoder"]["up_blocks_0"]["upsampler"]["time_conv"]["kernel"].shape == (3, 1, 1, 384, 768)
 
 

@@ -340,7 +340,7 @@ def test_pth_that_needs_code_still_says_refused(tmp_path):
 @pytest.fixture(scope="module")
 def tokenizer_folder(tmp_path_factory):
     """A Gemma-layout tokenizer saved by transformers (tokenizer.json + tokenizer_config.json)."""
-    from pipeline_fixture import gemma_style_tokenizer
+    from sana_jax.testing.pipelines import gemma_style_tokenizer
 
     folder = tmp_path_factory.mktemp("tok") / "tokenizer"
     gemma_style_tokenizer().save_pretrained(folder)

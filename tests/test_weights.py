@@ -10,13 +10,16 @@ import pytest
 import torch
 from diffusers import SanaVideoTransformer3DModel
 
-from conftest import rel_err
+from sana_jax.testing.numerics import rel_err
 from sana_jax import load_component, save_component
 from sana_jax._io import WeightFileError, read_safetensors
 from sana_jax.config import ConfigError, SanaVideoTransformerConfig
 from sana_jax.weights.io import read_state_dict
 from sana_jax.weights.rulebook import WeightMappingError
-from test_transformer_parity import TINY, inputs, make_reference, run_reference
+from sana_jax.testing.references import TRANSFORMER_TINY as TINY
+from sana_jax.testing.references import make_transformer_reference as make_reference
+from sana_jax.testing.references import run_transformer_reference as run_reference
+from sana_jax.testing.references import transformer_inputs as inputs
 
 
 def assert_same_diffusers_model(a, b, x, t, ctx):

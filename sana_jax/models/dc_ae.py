@@ -23,6 +23,7 @@ BLOCK_TYPES = ("ResBlock", "EfficientViTBlock")
 NORM_TYPES = ("rms_norm",)  # diffusers also has batch_norm / layer_norm; no SANA checkpoint uses them
 DOWNSAMPLE_TYPES = ("pixel_unshuffle", "conv", "Conv")  # diffusers: anything but pixel_unshuffle is a strided conv
 UPSAMPLE_TYPES = ("pixel_shuffle", "interpolate")
+MODES = ("whole", "stream", "last")  # decode_chunk modes of the VAE interface (all alike here)
 
 
 def check_config(cfg: AutoencoderDCConfig) -> None:
@@ -169,6 +170,19 @@ class DCAutoencoder(nn.Module):
         self.encoder = DCEncoder(self.config, dtype=self.dtype, param_dtype=self.param_dtype)
         self.decoder = DCDecoder(self.config, dtype=self.dtype, param_dtype=self.param_dtype)
 
+    @property
+    def spatial_ratio(self) -> int:
+        return self.config.spatial_compression_ratio
+
+    @property
+    def temporal_ratio(self) -> int:
+        """1: frames are coded one by one."""
+        return self.config.temporal_compression_ratio
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
     def encode(self, images: jnp.ndarray) -> jnp.ndarray:
         """images (B, H, W, C) or (B, F, H, W, C) -> normalised latents (B, [F,] H/f, W/f, latent_channels)."""
         cfg = self.config
@@ -192,6 +206,19 @@ class DCAutoencoder(nn.Module):
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         return self.decode(self.encode(x))
+
+    def init_stream_state(self):
+        """No temporal state: None, before and after every run."""
+        return None
+
+    def decode_chunk(self, latents, state=None, mode: str = "whole"):
+        """The streaming decode of the VAE interface: frames are decoded one by one, so a run of latent frames
+        (B, F, h, w, latent_channels) is ``decode`` of it in every ``mode`` ("whole", "stream", "last"); returns
+        (video (B, F, h*f, w*f, C), None)."""
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; expected one of {MODES}")
+        del state
+        return self.decode(latents), None
 
     @staticmethod
     def _check(x, name: str, channels: int) -> tuple[int, ...]:

@@ -440,6 +440,20 @@ class AutoencoderKLLTX2Video(nn.Module):
         self.latents_mean = self.param("latents_mean", nn.initializers.zeros, (c,), jnp.float32)
         self.latents_std = self.param("latents_std", nn.initializers.ones, (c,), jnp.float32)
 
+    @property
+    def spatial_ratio(self) -> int:
+        """Video pixels per latent pixel: the config's explicit ratio when set, else its architecture's (32)."""
+        return self.config.spatial_ratio
+
+    @property
+    def temporal_ratio(self) -> int:
+        """Video frames per latent frame after the first (8)."""
+        return self.config.temporal_ratio
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
     def __call__(self, video):
         """decode(encode(video)); ``init`` through this creates every param."""
         return self.decode(self.encode(video))
@@ -452,13 +466,18 @@ class AutoencoderKLLTX2Video(nn.Module):
 
     def decode(self, latents):
         """Normalised latents (B, T, h, w, latent) -> video (B, 1 + 8(T - 1), 32h, 32w, C_out) in [-1, 1]."""
-        video, _ = self.decode_chunk(latents, None, mode="whole")
+        video, _ = self.decode_chunk(latents, None, "whole", clamp=True)
         return video
 
-    def decode_chunk(self, latents, state=None, mode: str = "whole", clamp: bool = True):
+    def init_stream_state(self):
+        """The state before a clip's first run: None (every layer pads the clip's front at its first frame)."""
+        return None
+
+    def decode_chunk(self, latents, state=None, mode: str = "whole", clamp: bool = False):
         """Decodes one run of latent frames in ``mode`` ("whole", "stream", "last"; module docstring) after the runs
         whose state is ``state`` (None: the clip starts with this run). Returns (video frames, state for the next
-        run). The number of frames a run returns is static: it depends only on the shapes."""
+        run). The number of frames a run returns is static: it depends only on the shapes. Not clamped unless
+        ``clamp=True``, as diffusers' LTX-2 decode (``decode`` clamps)."""
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}; expected one of {MODES}")
         self._check_latents(latents, allow_empty=mode == "last")

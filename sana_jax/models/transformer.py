@@ -85,7 +85,10 @@ class LinearSelfAttention(nn.Module):
         if self.qk_norm:
             q = RMSNorm(1e-5, axis_name="heads", param_dtype=self.param_dtype, name="norm_q")(q)
             k = RMSNorm(1e-5, axis_name="heads", param_dtype=self.param_dtype, name="norm_k")(k)
-        split = lambda a: a.reshape(a.shape[0], a.shape[1], self.heads, self.head_dim)
+
+        def split(a):  # (B, N, H*d) -> (B, N, H, d)
+            return a.reshape(a.shape[0], a.shape[1], self.heads, self.head_dim)
+
         q, k, v = split(q), split(k), split(v)
         attend = _attention_op(self.implementation, self.eps,
                                block_causal=state is not None or (block_sizes is not None and len(block_sizes) > 1))
@@ -159,7 +162,10 @@ class CrossAttention(nn.Module):
         if self.qk_norm:
             q = RMSNorm(1e-5, axis_name="heads", param_dtype=self.param_dtype, name="norm_q")(q)
             k = RMSNorm(1e-5, axis_name="heads", param_dtype=self.param_dtype, name="norm_k")(k)
-        split = lambda a: a.reshape(a.shape[0], a.shape[1], self.heads, self.head_dim)
+
+        def split(a):  # (B, N, H*d) -> (B, N, H, d)
+            return a.reshape(a.shape[0], a.shape[1], self.heads, self.head_dim)
+
         out = jax.nn.dot_product_attention(split(q), split(k), split(v),
                                            bias=bias[:, None, None, :].astype(q.dtype))
         out = dense(shape[-1], ("heads", "embed"), name="to_out", **kw)(out.reshape(*tokens.shape[:2], inner))

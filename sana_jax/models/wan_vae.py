@@ -7,7 +7,8 @@ decode: latents -> z = latents * std + mean --post-quant conv--> decoder -> clam
 Both run over the whole clip at once (no Python loop over frames): every causal conv is an ordinary conv with two
 zero frames in front, which is what diffusers' frame-by-frame cached loop computes. ``decode_chunk`` decodes a
 run of latent frames given the causal caches of the run before it, so ``decode_streaming`` decodes a clip of any
-length under ``lax.scan`` with the peak memory of one chunk.
+length under ``lax.scan`` with the peak memory of one chunk. The decoder is causal: a run's frames are final when
+it is decoded, so the streaming modes "stream" and "last" are the same here (the LTX-2 VAE's are not).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import numpy as np
 from sana_jax.config import AutoencoderKLWanConfig, ConfigError
 from sana_jax.models._checks import check_latents, check_video
 from sana_jax.models.wan_vae_layers import CausalConv3d, Downsample, MidBlock, ResidualBlock, Upsample, WanRMSNorm
+
+MODES = ("whole", "stream", "last")  # decode_chunk: one clip / a run inside a clip / the run that ends it
 
 
 def check_supported(config: AutoencoderKLWanConfig) -> None:
@@ -155,6 +158,20 @@ class AutoencoderKLWan(nn.Module):
         std = jnp.asarray(np.asarray(self.config.latents_std, np.float32))
         return mean, std
 
+    @property
+    def spatial_ratio(self) -> int:
+        """Video pixels per latent pixel (8)."""
+        return self.config.spatial_compression_ratio
+
+    @property
+    def temporal_ratio(self) -> int:
+        """Video frames per latent frame after the first (4)."""
+        return self.config.temporal_compression_ratio
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.z_dim
+
     def __call__(self, video):
         """decode(encode(video)); ``init`` through this creates every param."""
         return self.decode(self.encode(video))
@@ -169,16 +186,25 @@ class AutoencoderKLWan(nn.Module):
 
     def decode(self, latents):
         """Normalised latents (B, T, h, w, z_dim) -> video (B, 1 + 4(T-1), 8h, 8w, C_out) in [-1, 1]."""
-        video, _ = self.decode_chunk(latents, None, first=True)
+        video, _ = self.decode_chunk(latents, None, "whole")
         return video
 
-    def decode_chunk(self, latents, cache=None, first=True, clamp=True):
-        """Decodes a run of latent frames after the run whose caches are ``cache`` (None: start of the clip).
+    def init_stream_state(self):
+        """The state before a clip's first run: None (that run starts the clip; its frame 0 decodes to one frame)."""
+        return None
 
-        ``first`` (static): the run starts the clip, so its frame 0 is the clip's frame 0 (decoded to one frame).
-        Returns (video chunk clamped to [-1, 1] unless ``clamp=False``, cache for the next run). Runs decoded in
-        order and concatenated equal the whole clip decoded at once.
+    def decode_chunk(self, latents, state=None, mode: str = "whole", clamp: bool = True):
+        """Decodes a run of latent frames after the run whose causal caches are ``state`` (None: the run starts the
+        clip, so its frame 0 is the clip's frame 0, decoded to one frame). ``mode`` (static): "whole" (the run is
+        the clip; ``state`` is ignored), "stream" or "last" (a run of a clip; the same, the decoder being causal).
+
+        Returns (video chunk, clamped to [-1, 1] as diffusers' decode unless ``clamp=False``; caches for the next
+        run). Runs decoded in order and concatenated equal the whole clip decoded at once.
         """
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; expected one of {MODES}")
+        cache = None if mode == "whole" else state
+        first = cache is None
         self._check_latents(latents)
         mean, std = self._stats()
         z = (latents.astype(jnp.float32) * std + mean).astype(self.dtype)
@@ -187,7 +213,8 @@ class AutoencoderKLWan(nn.Module):
         return (jnp.clip(video, -1.0, 1.0) if clamp else video), cache
 
     def init_cache(self, latents):
-        """Zero caches for decoding runs shaped like ``latents`` (B, T, h, w, z_dim); only the shape is read."""
+        """Zero caches for decoding runs shaped like ``latents`` (B, T, h, w, z_dim), the structure a run after the
+        first carries; only the shape is read. A clip's first run takes None."""
         _, cache = self.decode_chunk(jnp.zeros(latents.shape[:1] + (1,) + latents.shape[2:], latents.dtype))
         return jax.tree_util.tree_map(jnp.zeros_like, cache)
 
@@ -199,7 +226,7 @@ class AutoencoderKLWan(nn.Module):
         if chunk_size < 1 or (t - 1) % chunk_size:
             raise ValueError(f"decode_streaming: latent frames - 1 = {t - 1} must be a multiple of chunk_size "
                              f"(got chunk_size={chunk_size})")
-        head, cache = self.decode_chunk(latents[:, :1], None, first=True, clamp=clamp)
+        head, cache = self.decode_chunk(latents[:, :1], None, "stream", clamp)
         if t == 1:
             return head
         n = (t - 1) // chunk_size
@@ -212,7 +239,7 @@ class AutoencoderKLWan(nn.Module):
 
         def step(module, carry, run):
             cache, video, index = carry
-            chunk, cache = module.decode_chunk(run, cache, first=False, clamp=clamp)
+            chunk, cache = module.decode_chunk(run, cache, "stream", clamp)
             video = jax.lax.dynamic_update_slice_in_dim(video, chunk, 1 + index * per_run, axis=1)
             return (cache, video, index + 1), None
 
@@ -232,7 +259,7 @@ class AutoencoderKLWan(nn.Module):
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _decode_tile(module: AutoencoderKLWan, params, latents, chunk_size: int | None):
     if chunk_size is None:
-        return module.apply({"params": params}, latents, None, True, False, method="decode_chunk")[0]
+        return module.apply({"params": params}, latents, None, "whole", False, method="decode_chunk")[0]
     return module.apply({"params": params}, latents, chunk_size, False, method="decode_streaming")
 
 

@@ -163,7 +163,9 @@ class AttentionBlock(nn.Module):
     @nn.compact
     def __call__(self, x):
         b, t, h, w, c = x.shape
-        dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        def dense(n, name):
+            return nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+
         y = WanRMSNorm(self.param_dtype, name="norm")(x).reshape(b * t, h * w, c)
         q, k, v = jnp.split(dense(3 * c, "to_qkv")(y), 3, axis=-1)
         logits = jnp.einsum("nqc,nkc->nqk", q, k).astype(jnp.float32) / jnp.float32(c ** 0.5)

@@ -7,4 +7,5 @@ from sana_jax.nn.norms import RMSNorm, layer_norm, rms_norm
 from sana_jax.nn.rope import VideoRope, apply_interleaved_rope
 
 __all__ = ["GemmaRMSNorm", "RMSNorm", "VideoRope", "apply_interleaved_rope", "apply_rotate_half_rope",
-           "dense", "depthwise_conv2d", "gemma_rms_norm", "layer_norm", "rms_norm", "rotate_half_rope_table", "temporal_conv"]
+           "dense", "depthwise_conv2d", "gemma_rms_norm", "layer_norm", "rms_norm", "rotate_half_rope_table",
+           "temporal_conv"]

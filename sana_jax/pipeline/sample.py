@@ -7,14 +7,13 @@ import os
 import time
 
 from sana_jax.pipeline.video_io import Mp4Writer, write_mp4
+from sana_jax.shapes import DEMO_MODEL  # noqa: F401  (sample.py's default model)
 
 # The published SANA-Video sampling defaults, used where a model folder declares none.
 PUBLISHED_DEFAULTS = {"height": 480, "width": 832, "frames": 81, "steps": 50, "guidance": 6.0, "fps": 16}
 SAMPLE_DEFAULTS_FILE = "sample_defaults.json"
 _DEFAULT_KEYS = {"height": int, "width": int, "frames": int, "steps": int, "guidance": float, "fps": int,
                  "stream": bool, "block_frames": int, "sampler": str}
-DEMO_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                          "demo", "sana_video_shapes")
 
 
 def read_sample_defaults(model: str) -> dict:
@@ -39,6 +38,17 @@ def read_sample_defaults(model: str) -> dict:
             raise ValueError(f"{path}: {key}={value!r}; expected a {kind.__name__}")
         defaults[key] = kind(value)
     return defaults
+
+
+def merge_defaults(model: str, **flags) -> dict:
+    """`read_sample_defaults` of ``model`` with every flag that was given (not None) on top: what a command line
+    samples with. ``flags`` are keys of sample_defaults.json (steps=, guidance=, block_frames=, ...)."""
+    unknown = sorted(set(flags) - set(_DEFAULT_KEYS))
+    if unknown:
+        raise TypeError(f"merge_defaults: unknown settings {unknown}; expected some of {sorted(_DEFAULT_KEYS)}")
+    merged = read_sample_defaults(model)
+    merged.update({key: value for key, value in flags.items() if value is not None})
+    return merged
 
 
 def check_output_path(out: str) -> None:

@@ -1,8 +1,8 @@
 """``SanaVideoPipeline``: prompt -> Gemma2 -> one compiled denoising loop of the Linear DiT -> VAE decode -> frames.
 
-The denoising loop (all steps, classifier-free guidance as one batched call, image-to-video frame-0 pinning) is a
-single ``jax.jit`` program whose arguments are the params, latents, embeddings and schedule tables, so a second
-call with another prompt, seed or guidance scale reuses the compiled program.
+The denoising loop (``denoise.multistep``: all steps, classifier-free guidance as one batched call, image-to-video
+frame-0 pinning) is a single ``jax.jit`` program whose arguments are the params, latents, embeddings and schedule
+tables, so a second call with another prompt, seed or guidance scale reuses the compiled program.
 
 Resolution binning (``use_resolution_binning=True``, diffusers' default, off here): sample at the aspect-ratio bin
 of the checkpoint's resolution closest to the asked height / width, decode, then resize (bilinear) and centre-crop
@@ -19,10 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sana_jax.components import Component, load_component
-from sana_jax.config import AutoencoderKLLTX2VideoConfig, ConfigError, read_json
+from sana_jax.components import REGISTRY, Component, load_component
+from sana_jax.config import ConfigError, read_json
+from sana_jax.pipeline import denoise
 from sana_jax.pipeline import prompts as prompt_lib
-from sana_jax.pipeline.finite import NonFiniteError, first_non_finite_step, require_finite
+from sana_jax.pipeline.finite import NonFiniteError, require_finite
 from sana_jax.pipeline.tokenizer_files import check_tokenizer_folder
 from sana_jax.pipeline.stream import SAMPLERS, BlockStreamer, block_sizes, check_streamable
 from sana_jax.pipeline.video_io import load_image, to_uint8
@@ -90,11 +91,10 @@ def resize_and_crop(video, height: int, width: int):
 
 
 def vae_factors(vae_config) -> tuple[int, int]:
-    """(spatial, temporal) video pixels / frames per latent one. The LTX-2 config's ratios are the explicit
-    ``*_compression_ratio`` fields when set, else its architecture's; Wan and DC-AE configs derive theirs."""
-    if isinstance(vae_config, AutoencoderKLLTX2VideoConfig):
-        return vae_config.spatial_ratio, vae_config.temporal_ratio
-    return vae_config.spatial_compression_ratio, vae_config.temporal_compression_ratio
+    """(spatial, temporal) video pixels / frames per latent one, as the VAE built from ``vae_config`` states them
+    (``spatial_ratio``, ``temporal_ratio``); building the module allocates nothing."""
+    vae = REGISTRY[vae_config.class_name].build(vae_config)
+    return vae.spatial_ratio, vae.temporal_ratio
 
 
 MAX_SEED = 2**32  # jax.random.key keeps 32 bits of a seed: larger ones would alias smaller ones
@@ -146,7 +146,7 @@ class SanaVideoPipeline:
         self.transformer = transformer
         self.vae = vae
         self.scheduler = scheduler
-        self.vae_scale_spatial, self.vae_scale_temporal = vae_factors(vae.config)
+        self.vae_scale_spatial, self.vae_scale_temporal = vae.module.spatial_ratio, vae.module.temporal_ratio
         self.timings: dict[str, float] = {}
         self._progress = _StepProgress()
         self._streamer = BlockStreamer(self)
@@ -329,53 +329,22 @@ def _block(x, start):
 
 
 def _decode(vae_module, params, latents):
-    """Normalised latents (B, F', H', W', C) -> video (B, F, H, W, 3), in range as diffusers' VAE returns it: the
-    Wan VAE clamps to [-1, 1], diffusers' LTX-2 VAE does not (the uint8 conversion clips later), which matters
-    where resolution binning resizes in between."""
-    if isinstance(vae_module.config, AutoencoderKLLTX2VideoConfig):
-        video, _ = vae_module.apply({"params": params}, latents, mode="whole", clamp=False, method="decode_chunk")
-        return video
-    return vae_module.apply({"params": params}, latents, method="decode")
+    """Normalised latents (B, F', H', W', C) -> video (B, F, H, W, 3), in range as diffusers' VAE returns it (the
+    Wan VAE clamps to [-1, 1], diffusers' LTX-2 VAE does not: the uint8 conversion clips later), which matters
+    where resolution binning resizes in between. Each VAE's ``decode_chunk`` of a whole clip says which."""
+    video, _ = vae_module.apply({"params": params}, latents, None, "whole", method="decode_chunk")
+    return video
 
 
 def _denoise(module, step_hook, params, latents, embeds, mask, guidance_scale, *, schedule,
              image_to_video: bool, cfg: bool, progress: bool):
-    """All denoising steps in one program. latents (B, F', H', W', C) fp32; embeds (B or 2B, L, D).
-
-    Returns (latents, the first step whose latents hold NaN/inf, or -1).
+    """All denoising steps in one program (``denoise.multistep``). latents (B, F', H', W', C) fp32; embeds (B or
+    2B, L, D). Returns (latents, the first step whose latents hold NaN/inf, or -1).
 
     ``schedule`` (static, hashable by config and step count) holds the timestep/sigma tables and the update rule.
     """
-    n = schedule.num_inference_steps
-    batch = latents.shape[0]
-    dtype = module.dtype
-    pinned = latents[:, :1]
-    moving = latents[:, 1:] if image_to_video else latents
-    state = schedule.init_state(moving)
-
-    def body(i, carry):
-        moving, state, bad = carry
-        x = jnp.concatenate([pinned, moving], axis=1) if image_to_video else moving
-        t = schedule.model_timestep(i)
-        if image_to_video:  # frame 0 is clean: timestep 0 there, t on every other latent frame
-            tt = jnp.broadcast_to(jnp.where(jnp.arange(x.shape[1]) == 0, 0.0, t), (batch, x.shape[1]))
-        else:
-            tt = jnp.broadcast_to(t, (batch,))
-        if cfg:
-            x, tt = jnp.concatenate([x, x]), jnp.concatenate([tt, tt])
-        v = module.apply({"params": params}, x.astype(dtype), tt, embeds, mask).astype(jnp.float32)
-        if cfg:
-            uncond, cond = jnp.split(v, 2)
-            v = uncond + guidance_scale * (cond - uncond)
-        if image_to_video:
-            v = v[:, 1:]
-        moving, state = schedule.step(state, v, i, moving)
-        if progress:
-            jax.debug.callback(step_hook.update, i)
-        return moving, state, first_non_finite_step(bad, i, moving)
-
-    moving, _, bad = jax.lax.fori_loop(0, n, body, (moving, state, jnp.int32(-1)))
-    return (jnp.concatenate([pinned, moving], axis=1) if image_to_video else moving), bad
+    return denoise.multistep(module, params, latents, embeds, mask, guidance_scale, schedule=schedule, cfg=cfg,
+                             pin=image_to_video, on_step=step_hook.update if progress else None)
 
 
 class _StepProgress:

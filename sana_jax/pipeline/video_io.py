@@ -83,7 +83,10 @@ class Mp4Writer:
 
     def __exit__(self, *exc):
         try:
-            self._writer.close()
-        finally:
+            self._writer.close()  # waits for ffmpeg to finish (and reaps it)
+        except BaseException as e:  # the temporary goes; the close error is raised (after the one being handled)
             self._quiet.__exit__(*exc)
-            return self._atomic.__exit__(*exc)
+            self._atomic.__exit__(type(e), e, e.__traceback__)
+            raise
+        self._quiet.__exit__(*exc)
+        return self._atomic.__exit__(*exc)

@@ -18,6 +18,7 @@ import numpy as np
 from sana_jax.components import Component, write_component
 from sana_jax.training import mesh as mesh_lib
 from sana_jax.training.checkpoint import Checkpointer
+from sana_jax.training.config import read_training_config
 from sana_jax.training.state import learning_rate, make_optimizer
 from sana_jax.training.step import ShardedStep
 from sana_jax.training.tasks import make_task
@@ -42,7 +43,7 @@ def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
 
 def restore_params(workdir: str | os.PathLike, *, step: int | None = None, ema: bool = False):
     """(task, params on one device, step) of a run's checkpoint (the latest when ``step`` is None)."""
-    config = load_run_config(workdir)
+    config = read_training_config(load_run_config(workdir))
     null = None
     if config.task == "dit":  # shapes only matter for the loss, which is not run here
         null = (np.zeros((1, 1), np.float32), np.ones((1,), np.int32))

@@ -8,36 +8,32 @@ image-to-video (a clean first frame, unscored) and block-causal diffusion forcin
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from sana_jax.components import REGISTRY, load_component
 from sana_jax.config import AutoencoderDCConfig, AutoencoderKLWanConfig, SanaVideoTransformerConfig
 from sana_jax.pipeline.stream import block_sizes as stream_block_sizes
 from sana_jax.training import objective as fm
+from sana_jax.training.config import (AutoencoderModelConfig, AutoencoderObjectiveConfig, DiTModelConfig,
+                                      FlowMatchingConfig, read_training_config)
 from sana_jax.weights import rulebook
 from sana_jax.weights import transformer as transformer_weights
 
 
-def _component_config(model_cfg, config_cls):
+def _component_config(model_cfg: DiTModelConfig | AutoencoderModelConfig, config_cls):
     """The architecture: ``model.init_from`` (a component folder: its config.json and its weights) or
     ``model.architecture`` (a dict of diffusers config.json keys)."""
-    if model_cfg.get("init_from"):
+    if model_cfg.init_from:
         component = load_component(model_cfg.init_from)
         if not isinstance(component.config, config_cls):
             raise ValueError(f"model.init_from={model_cfg.init_from!r} holds a {component.class_name}; this task "
                              f"trains a {config_cls.__name__}")
         return component.config, component
-    if "architecture" not in model_cfg:
-        raise ValueError("the config needs model.architecture (diffusers config.json keys) or model.init_from")
-    arch = model_cfg.architecture
-    arch = arch.to_dict() if isinstance(arch, ml_collections.ConfigDict) else dict(arch)
-    return config_cls.from_dict(arch, source="model.architecture"), None
+    return config_cls.from_dict(dict(model_cfg.architecture), source="model.architecture"), None
 
 
 @dataclasses.dataclass
@@ -47,7 +43,7 @@ class DiTTask:
 
     config: SanaVideoTransformerConfig
     module: nn.Module
-    objective: Any  # ml_collections.ConfigDict: sana_jax.training.recipes.flow_matching() keys
+    objective: FlowMatchingConfig
     null_text: tuple[np.ndarray, np.ndarray]
     pretrained: dict | None = None
 
@@ -56,12 +52,12 @@ class DiTTask:
 
     @classmethod
     def from_config(cls, config, null_text):
+        """``config``: a ``TrainingConfig`` of task "dit"."""
         m = config.model
         arch, component = _component_config(m, SanaVideoTransformerConfig)
         module = REGISTRY[arch.class_name].build(
-            arch, dtype=m.get("dtype", "float32"), param_dtype=m.get("param_dtype", "float32"),
-            scan_layers=m.get("scan_layers", True), remat_policy=m.get("remat_policy", "none"),
-            attention_implementation=m.get("attention_implementation", "auto"))
+            arch, dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=m.scan_layers, remat_policy=m.remat_policy,
+            attention_implementation=m.attention_implementation)
         pretrained = None if component is None else component.params
         if pretrained is not None and module.scan_layers:
             flat = rulebook.stack_layers(rulebook.flatten(pretrained), transformer_weights.BLOCKS, arch.num_layers)
@@ -134,7 +130,7 @@ class DiTTask:
         weight = jnp.repeat(scored, pt, axis=1)[:, :, None, None, None]
         # A random start of the RoPE time positions (one per batch) teaches the positions a long streamed video
         # reaches (its blocks sit at frame_offset = their first latent frame).
-        max_offset = int(obj.get("max_frame_offset", 0))
+        max_offset = int(obj.max_frame_offset)
         offset = 0 if max_offset <= 0 else jax.random.randint(jax.random.fold_in(rng, 7), (), 0, max_offset + 1)
         return {"x_t": x_t, "timestep": timestep, "text_embeds": embeds, "text_mask": mask, "target": target,
                 "weight": weight, "block_sizes": blocks, "frame_offset": offset}
@@ -163,7 +159,7 @@ class AutoencoderTask:
 
     config: AutoencoderDCConfig | AutoencoderKLWanConfig
     module: nn.Module
-    objective: Any
+    objective: AutoencoderObjectiveConfig
     pretrained: dict | None = None
 
     batch_axes = {"video": ("batch", "frames", None, None, None)}
@@ -171,13 +167,10 @@ class AutoencoderTask:
 
     @classmethod
     def from_config(cls, config, null_text=None):
+        """``config``: a ``TrainingConfig`` of task "autoencoder" (its reader checked ``model.class_name``)."""
         m = config.model
-        class_name = m.get("class_name", "AutoencoderDC")
-        if class_name not in cls.CLASSES:
-            raise ValueError(f"model.class_name={class_name!r}; the autoencoder task trains one of {sorted(cls.CLASSES)}")
-        arch, component = _component_config(m, cls.CLASSES[class_name])
-        module = REGISTRY[arch.class_name].build(arch, dtype=m.get("dtype", "float32"),
-                                                 param_dtype=m.get("param_dtype", "float32"))
+        arch, component = _component_config(m, cls.CLASSES[m.class_name])
+        module = REGISTRY[arch.class_name].build(arch, dtype=m.dtype, param_dtype=m.param_dtype)
         return cls(arch, module, config.objective, None if component is None else component.params)
 
     def example_batch(self, batch: int, video_shape, text_length: int = 0) -> dict:
@@ -199,7 +192,7 @@ class AutoencoderTask:
         recon = self.module.apply({"params": params}, latents, method="decode").astype(jnp.float32)
         # foreground_weight > 0: pixels far from their frame's median colour (a small object on a plain
         # background) weigh 1 + w * distance, so the reconstruction cannot settle on the background alone.
-        w = self.objective.get("foreground_weight", 0.0)
+        w = self.objective.foreground_weight
         weight = 1.0
         if w:
             median = jnp.median(x, axis=(2, 3), keepdims=True)
@@ -208,7 +201,7 @@ class AutoencoderTask:
         mse = jnp.mean(weight * jnp.square(recon - x))
         l1 = jnp.mean(weight * jnp.abs(recon - x))
         latent_l2 = jnp.mean(jnp.square(latents.astype(jnp.float32)))
-        loss = mse + self.objective.l1_weight * l1 + self.objective.get("latent_l2_weight", 0.0) * latent_l2
+        loss = mse + self.objective.l1_weight * l1 + self.objective.latent_l2_weight * latent_l2
         return loss, {"mse": mse, "l1": l1, "latent_l2": latent_l2}
 
     def tokens(self, batch_shape) -> int:
@@ -224,6 +217,6 @@ TASKS = {"dit": DiTTask, "autoencoder": AutoencoderTask}
 
 
 def make_task(config, null_text=None):
-    if config.task not in TASKS:
-        raise ValueError(f"task={config.task!r}; expected one of {sorted(TASKS)}")
+    """The task of ``config`` (a ``TrainingConfig``, or an experiment's ConfigDict: read strictly first)."""
+    config = read_training_config(config)
     return TASKS[config.task].from_config(config, null_text)

@@ -4,13 +4,15 @@ Re-running with the same workdir resumes from its latest checkpoint (params, opt
 iterator's position), also onto a different mesh; an unreadable latest checkpoint is skipped for the newest readable
 one, saying so. SIGTERM and SIGINT (Ctrl-C) save a checkpoint at the step reached and return, naming the signal. A
 non-finite loss stops the run naming the step; checkpoints are written only after their step's loss was seen to be
-finite, so the last one on disk is good. The config's values are checked before anything is created, and a run
-holds a lock on its workdir (``workdir_lock``): a second run on it fails instead of mixing the two.
+finite, so the last one on disk is good. The config is read strictly (``training.config``: unknown keys and bad
+values are errors naming the key) before anything is created, and a run holds a lock on its workdir
+(``workdir_lock``): a second run on it fails instead of mixing the two.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -27,7 +29,7 @@ from tqdm import tqdm
 from sana_jax.training import distributed
 from sana_jax.training import mesh as mesh_lib
 from sana_jax.training.checkpoint import Checkpointer, CorruptCheckpointError, abandoned_reads_quiet
-from sana_jax.training.config_checks import check_training_config
+from sana_jax.training.config import TrainingConfig, read_training_config
 from sana_jax.training.data import make_iterator, null_text
 from sana_jax.training.metrics import MetricsWriter
 from sana_jax.training.state import learning_rate, make_optimizer
@@ -43,21 +45,23 @@ class NonFiniteLoss(RuntimeError):
 
 
 def build(config, *, devices=None):
-    """(task, ShardedStep, data iterator) for ``config`` on this process's share of the global batch."""
+    """(task, ShardedStep, data iterator) for ``config`` (a ``TrainingConfig``, or an experiment's ConfigDict: read
+    strictly first) on this process's share of the global batch."""
+    config = read_training_config(config)
     proc, nproc = jax.process_index(), jax.process_count()
     if config.batch_size % nproc:
         raise ValueError(f"batch_size={config.batch_size} must be divisible by the {nproc} processes")
     data = make_iterator(config.data, batch_size=config.batch_size, process_index=proc, process_count=nproc)
     task = make_task(config, null_text(config.data) if config.task == "dit" else None)
     example = _global_example(task, config, data)
-    mesh = mesh_lib.make_mesh(dict(config.mesh), devices)
+    mesh = mesh_lib.make_mesh(config.mesh.shape(), devices)
     program = ShardedStep(task, make_optimizer(config.optim), learning_rate(config.optim), mesh,
-                          mesh_lib.rules_from(config.get("mesh_rules", ())), example, seed=config.seed,
+                          mesh_lib.rules_from(config.mesh_rules), example, seed=config.seed,
                           ema_decay=float(config.optim.ema_decay))
     return task, program, data
 
 
-def _global_example(task, config, data) -> dict:
+def _global_example(task, config: TrainingConfig, data) -> dict:
     """The global batch's shapes, read from one batch of a throwaway iterator (the real one is not advanced)."""
     with make_iterator(config.data, batch_size=config.batch_size, process_index=jax.process_index(),
                        process_count=jax.process_count()) as probe:
@@ -76,25 +80,28 @@ def global_batch(local: dict, program: ShardedStep) -> dict:
             for k, s in program.batch_shardings.items()}
 
 
-def write_run_config(config, task, workdir: str) -> None:
-    """``WORKDIR/config.json`` (the experiment) and ``WORKDIR/model/config.json`` (the component trained)."""
+def write_run_config(config: TrainingConfig, task, workdir: str) -> None:
+    """``WORKDIR/config.json`` (the experiment as read: every key, defaults included) and
+    ``WORKDIR/model/config.json`` (the component trained)."""
     os.makedirs(os.path.join(workdir, "model"), exist_ok=True)
     task.config.to_json_file(os.path.join(workdir, "model", "config.json"))
     tmp = os.path.join(workdir, "config.json.tmp")
     with open(tmp, "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+        json.dump(config.to_dict(), f, indent=2)
     os.replace(tmp, os.path.join(workdir, "config.json"))
 
 
 def train(config, workdir: str, *, distributed_mode: str = "auto", devices=None, progress: bool = True) -> dict:
-    """Trains to ``config.total_steps``; returns {"step", "loss", "skipped", "preempted", "stopped_by"}.
+    """Trains to ``config.total_steps`` (``config``: an experiment's ConfigDict or a ``TrainingConfig``); returns
+    {"step", "loss", "skipped", "preempted", "stopped_by"}.
 
     ``stopped_by``: "SIGINT" or "SIGTERM" when a signal stopped the run (after saving a checkpoint at the step it
     reached; ``preempted`` is then True), None when it ran to its end. Raises, before anything is created in the
-    workdir: ``TrainingConfigError`` / ``DataConfigError`` for a bad config value, ``WorkdirLockedError`` when
-    another run holds the workdir; ``CorruptCheckpointError`` when no checkpoint of the workdir can be read.
+    workdir: ``TrainingConfigError`` / ``DataConfigError`` for an unknown key or a bad value,
+    ``WorkdirLockedError`` when another run holds the workdir; ``CorruptCheckpointError`` when no checkpoint of the
+    workdir can be read.
     """
-    check_training_config(config)
+    config = read_training_config(config)
     distributed.initialize(distributed_mode)
     is_main = jax.process_index() == 0
     with abandoned_reads_quiet(), _stop_signals() as stop, _workdir_lock(workdir, is_main) as created:
@@ -107,7 +114,7 @@ def train(config, workdir: str, *, distributed_mode: str = "auto", devices=None,
         return _run(config, workdir, task, program, data, stop, is_main=is_main, progress=progress)
 
 
-def _run(config, workdir: str, task, program: ShardedStep, data, stop: dict, *, is_main: bool,
+def _run(config: TrainingConfig, workdir: str, task, program: ShardedStep, data, stop: dict, *, is_main: bool,
          progress: bool) -> dict:
     checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), every=int(config.checkpoint_every),
                                keep=int(config.keep_checkpoints))
@@ -122,8 +129,8 @@ def _run(config, workdir: str, task, program: ShardedStep, data, stop: dict, *, 
             print(f"{jax.process_count()} process(es), {jax.device_count()} devices, mesh "
                   f"{dict(program.mesh.shape)}, global batch {config.batch_size}")
         writer = MetricsWriter(workdir, enabled=is_main, resume_step=start)
-        log_every = int(config.get("log_every", 10))
-        peak = float(config.get("device_peak_flops", 0.0)) or None
+        log_every = config.log_every
+        peak = float(config.device_peak_flops) or None
         flops = tokens = None
         bar = tqdm(total=total, initial=start, disable=not (progress and is_main), desc="train", unit="step")
         step = start
@@ -315,7 +322,7 @@ def _step_flops(program: ShardedStep, state, batch) -> float | None:
     """FLOPs of one global step from XLA's cost model (None when the backend gives none)."""
     try:
         cost = program.lower(state, batch).cost_analysis()
-    except Exception as e:  # the cost model is optional on some backends
+    except Exception as e:  # noqa: BLE001 -- the cost model is optional; any backend's failure just means "unknown"
         log.info("no cost analysis: %s", e)
         return None
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost

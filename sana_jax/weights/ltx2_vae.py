@@ -28,7 +28,8 @@ def _resnet(torch: str, flax: str) -> list[Rule]:
 def diffusers_rules(config: AutoencoderKLLTX2VideoConfig) -> list[Rule]:
     """diffusers ``AutoencoderKLLTX2Video`` <-> ``sana_jax.models.ltx2_vae.AutoencoderKLLTX2Video`` params."""
     del config  # the key patterns do not depend on the sizes
-    down, up = ("encoder.down_blocks.{i}", "encoder/down_blocks_{i}"), ("decoder.up_blocks.{i}", "decoder/up_blocks_{i}")
+    down = ("encoder.down_blocks.{i}", "encoder/down_blocks_{i}")
+    up = ("decoder.up_blocks.{i}", "decoder/up_blocks_{i}")
     return [
         *_conv("encoder.conv_in", "encoder/conv_in"),
         *_resnet(f"{down[0]}.resnets.{{j}}", f"{down[1]}/resnets_{{j}}"),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 
 from sana_jax.kernels.linear_attention._sharded import sharded_linear_attention
-from sana_jax.kernels.linear_attention._xla import linear_attention_xla
+from sana_jax.kernels.linear_attention.reference import linear_attention_xla
 
 IMPLEMENTATIONS = ("auto", "xla", "pallas")
 
@@ -37,10 +37,10 @@ def pallas_kernel():
     """The backend's Pallas function (signature of `linear_attention` without ``implementation``): the Triton
     kernel on GPU, else the Mosaic-TPU kernel (compiled on TPU, the TPU interpreter on CPU)."""
     if jax.default_backend() == "gpu":
-        from sana_jax.kernels.linear_attention._pallas_gpu import linear_attention_pallas_gpu
+        from sana_jax.kernels.linear_attention.pallas_triton import linear_attention_pallas_gpu
 
         return linear_attention_pallas_gpu
-    from sana_jax.kernels.linear_attention._pallas import linear_attention_pallas
+    from sana_jax.kernels.linear_attention.pallas_mosaic_tpu import linear_attention_pallas
 
     return linear_attention_pallas
 

@@ -7,6 +7,7 @@ experiment file can switch ``source`` on the command line); a key that no source
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import numbers
 from typing import Any, Mapping
 
@@ -25,7 +26,7 @@ class DataConfig:
     num_workers: int = 0         # 0: decode in this process; > 0: that many grain worker processes
     prefetch: int = 2            # batches decoded ahead of the consumer
     read_threads: int = 1        # decoding threads per process (PyAV and ArrayRecord reads release the GIL)
-    # synthetic and shapes (the demo world of sana_jax.data.shapes: clips of its training combinations)
+    # synthetic and shapes (the demo world of sana_jax.shapes.world: clips of its training combinations)
     num_examples: int = 0
     latent_shape: tuple[int, ...] = ()   # (F', H', W', C)
     text_length: int = 0         # L
@@ -49,11 +50,16 @@ _KNOWN = {f.name for f in dataclasses.fields(DataConfig)}
 
 
 def read_data_config(data_cfg: Any) -> DataConfig:
-    """Checks ``data_cfg`` and returns it as a frozen ``DataConfig``; errors name the key (``data.KEY``)."""
+    """Checks ``data_cfg`` and returns it as a frozen ``DataConfig`` (one given is returned as is); errors name the
+    key (``data.KEY``), an unknown key also the nearest valid one."""
+    if isinstance(data_cfg, DataConfig):
+        return data_cfg
     raw = _as_dict(data_cfg)
     unknown = sorted(set(raw) - _KNOWN)
     if unknown:
-        raise DataConfigError(f"data.{unknown[0]}: unknown key (known keys: {sorted(_KNOWN)})")
+        nearest = difflib.get_close_matches(unknown[0], sorted(_KNOWN), n=1)
+        hint = f"the nearest valid key is data.{nearest[0]}" if nearest else f"valid keys: {sorted(_KNOWN)}"
+        raise DataConfigError(f"data.{unknown[0]}: unknown key in section 'data'; {hint}")
     if "source" not in raw:
         raise DataConfigError(f"data.source: missing; expected one of {SOURCES}")
     source = raw["source"]

@@ -79,7 +79,7 @@ def _loader(cfg: DataConfig):
         decoder = ClipDecoder(height=cfg.height, width=cfg.width, frames=cfg.frames, fps=cfg.fps)
         return ManifestExamples(read_manifest(cfg.path), decoder)
     if cfg.source == "shapes":
-        from sana_jax.data.shapes import ShapesExamples
+        from sana_jax.shapes.world import ShapesExamples
 
         return ShapesExamples(seed=cfg.seed, num_examples=cfg.num_examples, frames=cfg.frames, height=cfg.height,
                               width=cfg.width)

@@ -1,4 +1,8 @@
-"""A tiny training setup shared by the training tests: the tiny_smoke config and a fixed random batch."""
+"""A tiny training setup shared by the training tests and benchmarks: the tiny_smoke config and fixed random batches.
+
+`REPO` is the source checkout this package was imported from: ``configs/`` and ``train.py`` are not package data, so
+`load_config` needs a checkout (or an editable install of one); `random_batch` and `null_text` need nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,15 @@ import os
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def load_config(name: str = "tiny_smoke", **overrides):
     """configs/NAME.py's get_config() with dotted ``overrides`` ({"objective.block_frames": 2, ...})."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
+    path = os.path.join(REPO, "configs", f"{name}.py")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such config; configs/ lives in the source checkout, not the package")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
@@ -26,6 +33,7 @@ def load_config(name: str = "tiny_smoke", **overrides):
 
 
 def random_batch(batch: int, latent_shape, text_length: int, text_dim: int, seed: int = 0) -> dict:
+    """{"latents" (B, *latent_shape), "text_embeds" (B, L, D) float32, "text_mask" (B, L) int32 with 1..L valid}."""
     rng = np.random.default_rng(seed)
     valid = rng.integers(1, text_length + 1, (batch, 1))
     return {"latents": rng.normal(size=(batch, *latent_shape)).astype(np.float32),
@@ -34,5 +42,6 @@ def random_batch(batch: int, latent_shape, text_length: int, text_dim: int, seed
 
 
 def null_text(text_length: int, text_dim: int, seed: int = 1):
+    """The negative (empty) caption of a training config: embeds (L, D) float32 and mask (L,) with one valid token."""
     rng = np.random.default_rng(seed)
     return rng.normal(size=(text_length, text_dim)).astype(np.float32), np.eye(1, text_length, dtype=np.int32)[0]

@@ -1,15 +1,16 @@
 """The demo model's build steps around ``train.py`` (README "The demo model" lists the whole recipe).
 
-    python -m sana_jax.demo_build text-encoder PARTS          # caption-vocabulary tokenizer + tiny frozen Gemma2
-    python -m sana_jax.demo_build vae RUN PARTS                # export the autoencoder run + latent statistics
-    python -m sana_jax.demo_build pipeline PARTS OUT [--transformer FOLDER] [--dit-config configs/demo_dit.py]
-    python -m sana_jax.demo_build cache PIPELINE OUT [--clips 4096] [--frames 17]
+    python -m sana_jax.shapes.build text-encoder PARTS     # caption-vocabulary tokenizer + tiny frozen Gemma2
+    python -m sana_jax.shapes.build vae RUN PARTS           # export the autoencoder run + latent statistics
+    python -m sana_jax.shapes.build pipeline PARTS OUT (--transformer FOLDER | --dit-config configs/demo_dit.py)
+    python -m sana_jax.shapes.build cache PIPELINE OUT [--clips 4096] [--frames 17]
 
 PARTS is a working folder holding ``tokenizer/``, ``text_encoder/`` and ``vae/``. ``pipeline`` assembles a
 diffusers ``SanaVideoPipeline`` folder from them plus a transformer (a component folder, e.g. exported with
-``python -m convert to-torch RUN FOLDER --ema``; without one, random weights from the DiT config, which is what
-the latent cache needs before the DiT is trained), the flow DPM-Solver++ scheduler and ``sample_defaults.json``.
-Steps that build PyTorch-format folders need the test extras (torch, diffusers, transformers).
+``python -m convert to-torch RUN FOLDER --ema``; or random weights from the DiT config given as ``--dit-config``,
+which is what the latent cache needs before the DiT is trained), the flow DPM-Solver++ scheduler and
+``sample_defaults.json``. The steps that build PyTorch-format folders (text-encoder, pipeline) need the test extras
+(torch, diffusers); they import them when they run, so the rest of this module needs none.
 """
 
 from __future__ import annotations
@@ -21,15 +22,15 @@ import os
 import numpy as np
 
 from sana_jax import _io
-from sana_jax.data import shapes
+from sana_jax.shapes import world
 
 SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")
 TEXT_ENCODER = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                     num_key_value_heads=1, head_dim=32, max_position_embeddings=1024, sliding_window=512)
 FLOW_SHIFT = 3.0
 # The demo's native sampling settings (written to the pipeline folder as sample_defaults.json).
-SAMPLE_DEFAULTS = {"height": shapes.HEIGHT, "width": shapes.WIDTH, "frames": shapes.FRAMES, "steps": 20,
-                   "guidance": 6.0, "fps": shapes.FPS, "stream": True, "block_frames": 2, "sampler": "dpm"}
+SAMPLE_DEFAULTS = {"height": world.HEIGHT, "width": world.WIDTH, "frames": world.FRAMES, "steps": 20,
+                   "guidance": 6.0, "fps": world.FPS, "stream": True, "block_frames": 2, "sampler": "dpm"}
 
 
 def build_tokenizer():
@@ -37,7 +38,7 @@ def build_tokenizer():
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate([*SPECIALS, *shapes.vocabulary()])}
+    vocab = {w: i for i, w in enumerate([*SPECIALS, *world.vocabulary()])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -66,7 +67,7 @@ def latent_statistics(vae, clips: int, seed: int = 1, batch: int = 16) -> tuple[
     """Per-channel mean and std of the un-normalised posterior means over ``clips`` training clips."""
     import jax.numpy as jnp
 
-    examples = shapes.ShapesExamples(seed=seed, num_examples=clips)
+    examples = world.ShapesExamples(seed=seed, num_examples=clips)
     cfg = vae.config
     mean, std = np.asarray(cfg.latents_mean, np.float64), np.asarray(cfg.latents_std, np.float64)
     zs = []
@@ -105,9 +106,14 @@ def dit_architecture(config_path: str) -> dict:
     return dict(module.get_config().model.architecture)
 
 
-def build_pipeline(parts: str, out: str, transformer: str | None = None,
-                   dit_config: str = os.path.join("configs", "demo_dit.py"), seed: int = 0) -> None:
-    """A diffusers SanaVideoPipeline folder at ``out`` (replaced atomically) with sample_defaults.json."""
+def build_pipeline(parts: str, out: str, transformer: str | None = None, dit_config: str | None = None,
+                   seed: int = 0) -> None:
+    """A diffusers SanaVideoPipeline folder at ``out`` (replaced atomically) with sample_defaults.json: the
+    ``transformer`` component folder, or (exactly one of the two) random weights of the ``dit_config`` file's
+    architecture (an ml_collections experiment file such as configs/demo_dit.py)."""
+    if (transformer is None) == (dit_config is None):
+        raise ValueError(f"transformer={transformer!r}, dit_config={dit_config!r}: expected exactly one "
+                         "(--transformer FOLDER, or --dit-config FILE for random weights)")
     import torch
     from diffusers import AutoencoderKLWan, DPMSolverMultistepScheduler, SanaVideoPipeline, SanaVideoTransformer3DModel
     from transformers import AutoTokenizer, Gemma2Model
@@ -138,15 +144,15 @@ def build_cache(pipeline: str, out: str, clips: int, frames: int, seed: int = 2)
     from sana_jax.training.data.precompute import write_latent_cache
 
     pipe = SanaVideoPipeline.from_pretrained(pipeline)
-    examples = shapes.ShapesExamples(seed=seed, num_examples=clips, frames=frames)
-    pipe.latent_shape(1, shapes.HEIGHT, shapes.WIDTH, frames)
+    examples = world.ShapesExamples(seed=seed, num_examples=clips, frames=frames)
+    pipe.latent_shape(1, world.HEIGHT, world.WIDTH, frames)
     write_latent_cache(examples, pipe, out, batch_size=32, decode_threads=1,
                        config={"source": "shapes", "seed": seed, "clips": clips, "frames": frames,
                                "pipeline": os.path.abspath(pipeline)})
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sana_jax.demo_build", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sana_jax.shapes.build", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="stage", required=True)
     p = sub.add_parser("text-encoder")
     p.add_argument("parts")
@@ -157,13 +163,15 @@ def main(argv=None) -> None:
     p = sub.add_parser("pipeline")
     p.add_argument("parts")
     p.add_argument("out")
-    p.add_argument("--transformer", default=None, help="a transformer component folder (default: random weights)")
-    p.add_argument("--dit-config", default=os.path.join("configs", "demo_dit.py"))
+    weights = p.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--transformer", default=None, help="a transformer component folder")
+    weights.add_argument("--dit-config", default=None,
+                         help="random weights of this DiT config's architecture (e.g. configs/demo_dit.py)")
     p = sub.add_parser("cache")
     p.add_argument("pipeline")
     p.add_argument("out")
     p.add_argument("--clips", type=int, default=4096)
-    p.add_argument("--frames", type=int, default=shapes.FRAMES)
+    p.add_argument("--frames", type=int, default=world.FRAMES)
     args = parser.parse_args(argv)
     if args.stage == "text-encoder":
         build_text_encoder(args.parts)

@@ -28,7 +28,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from sana_jax.kernels.linear_attention._vjp import fused_op
-from sana_jax.kernels.linear_attention._xla import _check
+from sana_jax.kernels.linear_attention.reference import _check
 
 F32 = jnp.float32
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -45,7 +45,7 @@ def _resolve_interpret(interpret):
     backend = jax.default_backend()
     if backend == "gpu" and not interpret:
         raise NotImplementedError("linear_attention_pallas is the Mosaic-TPU kernel; on GPU use "
-                                  "_pallas_gpu.linear_attention_pallas_gpu (linear_attention picks it)")
+                                  "pallas_triton.linear_attention_pallas_gpu (linear_attention picks it)")
     if interpret is None:
         return pltpu.InterpretParams() if backend == "cpu" else False
     return interpret
@@ -263,7 +263,7 @@ def linear_attention_pallas(q, k, v, rope=None, *, chunk_size=None, initial_stat
                             eps=1e-15, interpret=None, max_tile=MAX_TILE):
     """See `sana_jax.kernels.linear_attention`. q, k: (B, N, H, d); v: (B, N, H, d_v); rope: (cos, sin) (N, d).
 
-    ``interpret=None`` runs the TPU interpreter on CPU and compiled Mosaic on TPU (GPU: see `_pallas_gpu`).
+    ``interpret=None`` runs the TPU interpreter on CPU and compiled Mosaic on TPU (GPU: see `pallas_triton`).
     ``max_tile`` caps the rows per kernel step (a run longer than that is split into several tiles).
     ``eps`` must be > 0: padded rows have a denominator of exactly eps (0 would give NaN gradients).
     """

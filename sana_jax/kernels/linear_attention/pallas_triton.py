@@ -40,7 +40,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 from sana_jax.kernels.linear_attention._vjp import fused_op
-from sana_jax.kernels.linear_attention._xla import _check
+from sana_jax.kernels.linear_attention.reference import _check
 
 F32 = jnp.float32
 # Default ((tile rows, warps) forward, (tile rows, warps) backward) by the inputs' bytes per element, as measured on

@@ -1,4 +1,7 @@
-"""A tiny random SANA-Video pipeline in the real diffusers folder layout, built offline (no hub).
+"""A tiny random SANA-Video pipeline in the real diffusers folder layout, built offline (no hub). Needs the test
+extras (torch, diffusers).
+
+    python -m sana_jax.testing.pipelines OUT_DIR [wan|ltx2]     # a tiny random-weight pipeline folder
 
 The tokenizer is a Gemma-layout BPE (byte fallback, '▁' for spaces, <pad>=0 <eos>=1 <bos>=2 <unk>=3 <mask>=4,
 then the 256 byte tokens) trained on a few sentences, so any text encodes.
@@ -8,10 +11,9 @@ from __future__ import annotations
 
 import json
 
-import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-from conftest import randomize_
+from sana_jax.testing.numerics import randomize_
 
 CHI = [
     "Given a user prompt, generate an 'Enhanced prompt' that provides detailed visual descriptions suitable for video "
@@ -51,6 +53,7 @@ def build_tiny_pipeline(folder, seed: int = 0, vae: str = "wan"):
     30). ``vae="ltx2"``: the 720p layout (LTX-2 VAE, 32x spatial / 8x temporal, 8 channels, patch (1, 1, 1),
     sample_size 22), with random ``latents_mean`` / ``latents_std`` buffers so normalisation is exercised.
     """
+    import torch
     from diffusers import DPMSolverMultistepScheduler, SanaVideoPipeline, SanaVideoTransformer3DModel
     from transformers import Gemma2Config, Gemma2Model
 
@@ -97,6 +100,8 @@ TINY_LTX2 = dict(latent_channels=8, block_out_channels=(8, 16, 16, 32), decoder_
 
 def randomize_ltx2_buffers_(model, seed: int):
     """randomize_ sets parameters only; the LTX-2 normalisation buffers get their own values (std positive)."""
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     c = model.config.latent_channels
     with torch.no_grad():
@@ -115,6 +120,7 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) not in (2, 3):
-        sys.exit("usage: python tests/pipeline_fixture.py OUT_DIR [wan|ltx2]   # a tiny random-weight pipeline folder")
+        sys.exit("usage: python -m sana_jax.testing.pipelines OUT_DIR [wan|ltx2]   # a tiny random-weight pipeline "
+                 "folder")
     build_tiny_pipeline(sys.argv[1], vae=sys.argv[2] if len(sys.argv) == 3 else "wan")
     print(f"wrote a tiny random-weight SanaVideoPipeline folder to {sys.argv[1]}")

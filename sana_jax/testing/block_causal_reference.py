@@ -12,7 +12,7 @@ Everything else (patch embed, timestep / caption embeddings, RoPE at absolute fr
 cross-attention with the -10000 text-mask bias, modulation, final layer, unpatchify) follows diffusers'
 bidirectional model, so `block_sizes == [F]` reproduces `model(...)`.
 
-Run `python tests/block_causal_reference.py` for the self-check.
+Run `python -m sana_jax.testing.block_causal_reference` for the self-check (test extras: torch, diffusers).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from sana_jax.testing.numerics import randomize_
 
 F64 = torch.float64
 
@@ -302,12 +304,8 @@ def _ffn_cached_form_check(model64, sizes, frames=7, hpp=3, wpp=4):
 
 def _main():
     import copy
-    import os
-    import sys
     import time
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from conftest import randomize_
     from diffusers import SanaVideoTransformer3DModel
 
     t_start = time.time()

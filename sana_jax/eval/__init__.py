@@ -1,1 +1,0 @@
-"""Evaluations of sampled video against worlds whose truth is known (``sana_jax.eval.shapes``)."""

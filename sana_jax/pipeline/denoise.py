@@ -1,0 +1,96 @@
+"""Guided sampling, the one loop: the guided velocity (classifier-free guidance as one batched call, image-to-video
+frame-0 pinning), the multistep-scheduler loop and LongSANA's few-step loop, as pure functions of the transformer
+module, its params and arrays. ``SanaVideoPipeline.__call__`` runs ``multistep`` over the whole clip; the block
+streamer runs ``multistep`` or ``few_step`` on each block against the carried state (``cache``); a training
+rollout calls ``few_step`` to sample exactly what ``pipe.stream`` samples.
+
+Both loops return (latents, the first step whose latents hold NaN/inf, or -1) so a caller names the stage.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from sana_jax.pipeline.finite import first_non_finite_step
+
+# LongSANA's few-step schedule (NVlabs `denoising_step_list`): uniform sigmas 1, .75, .5, .25 warped by shift 8.
+FEW_STEP_TIMESTEPS = (1000, 960, 889, 727)
+
+
+def guided_velocity(module, params, x, t, embeds, mask, guidance_scale, *, cfg: bool, pin: bool,
+                    per_frame: bool = False, cache=None, frame_offset=0):
+    """The guided velocity at timestep ``t`` (scalar) for latents x (B, F', H', W', C) -> float32, x's shape.
+
+    ``cfg``: embeds / mask are [negative; positive] (2B rows) and both branches run as one batched call, mixed as
+    uncond + guidance_scale (cond - uncond). ``pin``: latent frame 0 is clean (image-to-video), timestep 0 there.
+    ``per_frame``: pass the timestep per latent frame (B, F') even when unpinned (else (B,)). ``cache``: the
+    block-causal state of the blocks before x (``x`` is the next block, RoPE time starting at ``frame_offset``).
+    """
+    b, f = x.shape[:2]
+    if pin or per_frame:
+        tt = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (b, f))
+        if pin:
+            tt = tt.at[:, 0].set(0.0)
+    else:
+        tt = jnp.broadcast_to(t, (b,))
+    if cfg:
+        x, tt = jnp.concatenate([x, x]), jnp.concatenate([tt, tt])
+    state = {} if cache is None else dict(cache=cache, frame_offset=frame_offset)
+    v = module.apply({"params": params}, x.astype(module.dtype), tt, embeds, mask, **state)
+    v = (v[0] if cache is not None else v).astype(jnp.float32)  # with a cache the model also returns it
+    if cfg:
+        uncond, cond = jnp.split(v, 2)
+        v = uncond + guidance_scale * (cond - uncond)
+    return v
+
+
+def multistep(module, params, latents, embeds, mask, guidance_scale, *, schedule, cfg: bool, pin: bool,
+              per_frame: bool = False, cache=None, frame_offset=0, on_step=None):
+    """All steps of the multistep ``schedule`` (flow DPM-Solver++, flow Euler) under one ``lax.fori_loop``.
+
+    latents (B, F', H', W', C) float32: the initial noise, with the clean image latents in frame 0 when ``pin``
+    (that frame is never updated). ``schedule`` holds the timestep / sigma tables and the update rule.
+    ``on_step(i)``: a host callback after each step (progress). Returns (latents, first non-finite step or -1).
+    """
+    pinned = latents[:, :1]
+    moving = latents[:, 1:] if pin else latents
+    join = (lambda m: jnp.concatenate([pinned, m], axis=1)) if pin else (lambda m: m)
+
+    def body(i, carry):
+        moving, state, bad = carry
+        v = guided_velocity(module, params, join(moving), schedule.model_timestep(i), embeds, mask, guidance_scale,
+                            cfg=cfg, pin=pin, per_frame=per_frame, cache=cache, frame_offset=frame_offset)
+        moving, state = schedule.step(state, v[:, 1:] if pin else v, i, moving)
+        if on_step is not None:
+            jax.debug.callback(on_step, i)
+        return moving, state, first_non_finite_step(bad, i, moving)
+
+    moving, _, bad = jax.lax.fori_loop(0, schedule.num_inference_steps, body,
+                                       (moving, schedule.init_state(moving), jnp.int32(-1)))
+    return join(moving), bad
+
+
+def few_step(module, params, noise, key, embeds, mask, guidance_scale=1.0, *, cfg: bool = False, pin: bool,
+             per_frame: bool = True, cache=None, frame_offset=0, timesteps=FEW_STEP_TIMESTEPS):
+    """LongSANA's few-step sampler: at each timestep predict x0 = x - sigma v, then re-noise x0 to the next level
+    with fresh noise ``jax.random.fold_in(key, step)``; the last prediction is the sample.
+
+    noise (B, F', H', W', C) float32, frame 0 the clean image latents when ``pin`` (kept through every step).
+    Returns (latents, first non-finite step or -1).
+    """
+    if not timesteps:
+        raise ValueError("few_step: timesteps is empty; expected at least one")
+    x, bad = noise, jnp.int32(-1)
+    for j, t in enumerate(timesteps):
+        sigma = t / 1000.0
+        x0 = x - sigma * guided_velocity(module, params, x, t, embeds, mask, guidance_scale, cfg=cfg, pin=pin,
+                                         per_frame=per_frame, cache=cache, frame_offset=frame_offset)
+        if pin:
+            x0 = x0.at[:, :1].set(x[:, :1])
+        if j + 1 == len(timesteps):
+            return x0, first_non_finite_step(bad, j, x0)
+        nxt = timesteps[j + 1] / 1000.0
+        noisy = (1 - nxt) * x0 + nxt * jax.random.normal(jax.random.fold_in(key, j), x.shape, jnp.float32)
+        x = noisy.at[:, :1].set(x0[:, :1]) if pin else noisy
+        bad = first_non_finite_step(bad, j, x)
