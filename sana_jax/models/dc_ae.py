@@ -165,8 +165,7 @@ class DCAutoencoder(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    def setup(self):
-        check_config(self.config)
+    def setup(self):  # the config was checked once, when the component was built (``check_config``)
         self.encoder = DCEncoder(self.config, dtype=self.dtype, param_dtype=self.param_dtype)
         self.decoder = DCDecoder(self.config, dtype=self.dtype, param_dtype=self.param_dtype)
 

@@ -431,8 +431,7 @@ class AutoencoderKLLTX2Video(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    def setup(self):
-        check_supported(self.config)
+    def setup(self):  # the config was checked once, when the component was built (``check_supported``)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         c = self.config.latent_channels
         self.encoder = Encoder(self.config, **kw)

@@ -144,8 +144,7 @@ class AutoencoderKLWan(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    def setup(self):
-        check_supported(self.config)
+    def setup(self):  # the config was checked once, when the component was built (``check_supported``)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         z = self.config.z_dim
         self.encoder = WanEncoder(self.config, **kw)
