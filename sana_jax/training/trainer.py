@@ -53,7 +53,7 @@ def build(config, *, devices=None):
         raise ValueError(f"batch_size={config.batch_size} must be divisible by the {nproc} processes")
     data = make_iterator(config.data, batch_size=config.batch_size, process_index=proc, process_count=nproc)
     task = make_task(config, null_text(config.data) if config.task == "dit" else None)
-    example = _global_example(task, config, data)
+    example = _global_example(task, config)
     mesh = mesh_lib.make_mesh(config.mesh.shape(), devices)
     program = ShardedStep(task, make_optimizer(config.optim), learning_rate(config.optim), mesh,
                           mesh_lib.rules_from(config.mesh_rules), example, seed=config.seed,
@@ -61,7 +61,7 @@ def build(config, *, devices=None):
     return task, program, data
 
 
-def _global_example(task, config: TrainingConfig, data) -> dict:
+def _global_example(task, config: TrainingConfig) -> dict:
     """The global batch's shapes, read from one batch of a throwaway iterator (the real one is not advanced)."""
     with make_iterator(config.data, batch_size=config.batch_size, process_index=jax.process_index(),
                        process_count=jax.process_count()) as probe:
