@@ -19,13 +19,14 @@ FEW_STEP_TIMESTEPS = (1000, 960, 889, 727)
 
 
 def guided_velocity(module, params, x, t, embeds, mask, guidance_scale, *, cfg: bool, pin: bool,
-                    per_frame: bool = False, cache=None, frame_offset=0):
+                    per_frame: bool = False, cache=None, frame_offset=0, block_sizes=None):
     """The guided velocity at timestep ``t`` (scalar) for latents x (B, F', H', W', C) -> float32, x's shape.
 
     ``cfg``: embeds / mask are [negative; positive] (2B rows) and both branches run as one batched call, mixed as
     uncond + guidance_scale (cond - uncond). ``pin``: latent frame 0 is clean (image-to-video), timestep 0 there.
     ``per_frame``: pass the timestep per latent frame (B, F') even when unpinned (else (B,)). ``cache``: the
     block-causal state of the blocks before x (``x`` is the next block, RoPE time starting at ``frame_offset``).
+    ``block_sizes``: without a cache, attend block-causally over x's latent frames in these blocks.
     """
     b, f = x.shape[:2]
     if pin or per_frame:
@@ -36,7 +37,8 @@ def guided_velocity(module, params, x, t, embeds, mask, guidance_scale, *, cfg: 
         tt = jnp.broadcast_to(t, (b,))
     if cfg:
         x, tt = jnp.concatenate([x, x]), jnp.concatenate([tt, tt])
-    state = {} if cache is None else dict(cache=cache, frame_offset=frame_offset)
+    state = dict(block_sizes=block_sizes, frame_offset=frame_offset) if cache is None else \
+        dict(cache=cache, frame_offset=frame_offset)
     v = module.apply({"params": params}, x.astype(module.dtype), tt, embeds, mask, **state)
     v = (v[0] if cache is not None else v).astype(jnp.float32)  # with a cache the model also returns it
     if cfg:
@@ -72,25 +74,43 @@ def multistep(module, params, latents, embeds, mask, guidance_scale, *, schedule
 
 
 def few_step(module, params, noise, key, embeds, mask, guidance_scale=1.0, *, cfg: bool = False, pin: bool,
-             per_frame: bool = True, cache=None, frame_offset=0, timesteps=FEW_STEP_TIMESTEPS):
+             per_frame: bool = True, cache=None, frame_offset=0, timesteps=FEW_STEP_TIMESTEPS, exit_step=None):
     """LongSANA's few-step sampler: at each timestep predict x0 = x - sigma v, then re-noise x0 to the next level
-    with fresh noise ``jax.random.fold_in(key, step)``; the last prediction is the sample.
+    with fresh noise ``jax.random.fold_in(key, step)``; the prediction at the exit step is the sample.
 
     noise (B, F', H', W', C) float32, frame 0 the clean image latents when ``pin`` (kept through every step).
+    ``exit_step``: None runs every step (sampling). A (traced) int in [0, len(timesteps)) is Self-Forcing's
+    training rollout: the steps before it run under stop-gradient, the prediction at ``timesteps[exit_step]`` is the
+    sample and carries the gradient; with exit_step = the last step it returns exactly what sampling returns.
     Returns (latents, first non-finite step or -1).
     """
     if not timesteps:
         raise ValueError("few_step: timesteps is empty; expected at least one")
-    x, bad = noise, jnp.int32(-1)
-    for j, t in enumerate(timesteps):
-        sigma = t / 1000.0
-        x0 = x - sigma * guided_velocity(module, params, x, t, embeds, mask, guidance_scale, cfg=cfg, pin=pin,
-                                         per_frame=per_frame, cache=cache, frame_offset=frame_offset)
-        if pin:
-            x0 = x0.at[:, :1].set(x[:, :1])
-        if j + 1 == len(timesteps):
-            return x0, first_non_finite_step(bad, j, x0)
-        nxt = timesteps[j + 1] / 1000.0
+    levels = jnp.asarray(timesteps, jnp.float32)
+    last = len(timesteps) - 1
+
+    def predict(x, j, params=params):
+        t = levels[j]
+        x0 = x - (t / 1000.0) * guided_velocity(module, params, x, t, embeds, mask, guidance_scale, cfg=cfg, pin=pin,
+                                                 per_frame=per_frame, cache=cache, frame_offset=frame_offset)
+        return x0.at[:, :1].set(x[:, :1]) if pin else x0
+
+    def renoise(j, carry, params=params):  # step j, then x0 re-noised to the level of step j + 1
+        x, bad = carry
+        x0 = predict(x, j, params)
+        nxt = levels[j + 1] / 1000.0
         noisy = (1 - nxt) * x0 + nxt * jax.random.normal(jax.random.fold_in(key, j), x.shape, jnp.float32)
         x = noisy.at[:, :1].set(x0[:, :1]) if pin else noisy
-        bad = first_non_finite_step(bad, j, x)
+        return x, first_non_finite_step(bad, j, x)
+
+    carry = (noise, jnp.int32(-1))
+    if exit_step is None:
+        exit_step = last
+        for j in range(last):  # unrolled: sampling runs a fixed, short schedule
+            carry = renoise(j, carry)
+    else:
+        frozen = jax.lax.stop_gradient(params)  # a loop of traced length cannot be differentiated: none is needed
+        carry = jax.lax.fori_loop(0, exit_step, lambda j, c: renoise(j, c, frozen), carry)
+    x, bad = carry
+    x0 = predict(x, exit_step)
+    return x0, first_non_finite_step(bad, exit_step, x0)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from sana_jax.models.transformer import init_cache
 from sana_jax.pipeline import denoise
-from sana_jax.pipeline.denoise import FEW_STEP_TIMESTEPS  # noqa: F401  (the schedule's public home was here)
+from sana_jax.pipeline.denoise import FEW_STEP_TIMESTEPS
 from sana_jax.pipeline.finite import NonFiniteError, all_finite, require_finite
 from sana_jax.pipeline.video_io import to_uint8
 
@@ -86,24 +86,43 @@ class BlockStreamer:
 
     def _block(self, tparams, key, cache, embeds, mask, offset, guidance, image_latents, *, shape, schedule, cfg,
                pin):
-        """One block: noise -> sampled latents (B, f, H', W', C) float32, and the state with the block written in."""
         self.traces += 1  # runs only while tracing
-        tmodule = self.pipe.transformer.module
-        x = jax.random.normal(jax.random.fold_in(key, INITIAL_NOISE), shape, jnp.float32)
-        if pin:  # image-to-video: the image is latent frame 0 of the first block, clean (t = 0), never updated
-            x = x.at[:, :1].set(image_latents.astype(jnp.float32))
-        common = dict(cfg=cfg, pin=pin, per_frame=True, cache=cache, frame_offset=offset)
-        if schedule is not None:  # multistep flow DPM-Solver with CFG
-            x, _ = denoise.multistep(tmodule, tparams, x, embeds, mask, guidance, schedule=schedule, **common)
-        else:  # LongSANA few-step: predict x0, re-noise to the next level with fresh noise
-            x, _ = denoise.few_step(tmodule, tparams, x, key, embeds, mask, guidance, **common)
+        return denoise_block(self.pipe.transformer.module, tparams, key, cache, embeds, mask, offset, guidance,
+                             image_latents, shape=shape, schedule=schedule, cfg=cfg, pin=pin)
 
-        # Write the clean block into the state: one pass at t = 0 (for each CFG branch).
-        xin = jnp.concatenate([x, x]) if cfg else x
-        _, cache = tmodule.apply({"params": tparams}, xin.astype(tmodule.dtype),
-                                 jnp.zeros(xin.shape[:2], jnp.float32), embeds, mask, cache=cache,
-                                 frame_offset=offset)
-        return x, cache
+
+def denoise_block(tmodule, tparams, key, cache, embeds, mask, offset, guidance=1.0, image_latents=None, *, shape,
+                  schedule=None, cfg=False, pin=False, exit_step=None, timesteps=FEW_STEP_TIMESTEPS):
+    """One block of a stream: noise -> sampled latents (B, f, H', W', C) float32, and the state with the block
+    written in. The one function both ``pipe.stream`` and Self-Forcing's training rollout run.
+
+    ``key``: the block's key (its initial noise is fold_in(key, INITIAL_NOISE), the few-step re-noising
+    fold_in(key, step)). ``schedule``: a multistep schedule (flow DPM-Solver with CFG), or None for the few-step
+    sampler, whose ``exit_step`` (None: every step) is the training rollout's random exit (``denoise.few_step``).
+    The state write is one pass of the clean block at t = 0 (for each CFG branch), under stop-gradient: no
+    gradient crosses from one block to the next.
+    """
+    x = jax.random.normal(jax.random.fold_in(key, INITIAL_NOISE), shape, jnp.float32)
+    if pin:  # image-to-video: the image is latent frame 0 of the first block, clean (t = 0), never updated
+        x = x.at[:, :1].set(image_latents.astype(jnp.float32))
+    common = dict(cfg=cfg, pin=pin, per_frame=True, cache=cache, frame_offset=offset)
+    if schedule is not None:  # multistep flow DPM-Solver with CFG
+        if exit_step is not None:
+            raise ValueError("denoise_block: exit_step is for the few-step sampler (schedule=None)")
+        x, _ = denoise.multistep(tmodule, tparams, x, embeds, mask, guidance, schedule=schedule, **common)
+    else:  # LongSANA few-step: predict x0, re-noise to the next level with fresh noise
+        x, _ = denoise.few_step(tmodule, tparams, x, key, embeds, mask, guidance, exit_step=exit_step,
+                                timesteps=timesteps, **common)
+    return x, write_block(tmodule, tparams, x, cache, embeds, mask, offset, cfg=cfg)
+
+
+def write_block(tmodule, tparams, x, cache, embeds, mask, offset, *, cfg=False):
+    """The state after the clean block x: one pass at t = 0 (each CFG branch), under stop-gradient."""
+    clean = jax.lax.stop_gradient(x)
+    xin = jnp.concatenate([clean, clean]) if cfg else clean
+    _, cache = tmodule.apply({"params": jax.lax.stop_gradient(tparams)}, xin.astype(tmodule.dtype),
+                             jnp.zeros(xin.shape[:2], jnp.float32), embeds, mask, cache=cache, frame_offset=offset)
+    return cache
 
 
 def _decode_run(module, params, latents, state, *, mode):

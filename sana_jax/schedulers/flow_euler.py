@@ -130,3 +130,23 @@ class FlowEulerSchedule(FlowSchedule):
         dt = sigmas[i + 1] - sigmas[i]
         prev = sample.astype(jnp.float32) + dt * model_output.astype(jnp.float32)
         return prev.astype(model_output.dtype), state
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class SigmaEulerSchedule(FlowEulerSchedule):
+    """Flow Euler over an explicit descending sigma list ``config`` (n + 1 floats, the last the level it ends at,
+    not necessarily 0): recording an ODE trajectory at given levels runs one such schedule per segment.
+    Model timesteps are 1000 sigma."""
+
+    config: tuple
+    config_type: ClassVar[type] = tuple
+
+    def __init__(self, sigmas):
+        sigmas = tuple(float(s) for s in sigmas)
+        if len(sigmas) < 2 or any(a <= b for a, b in zip(sigmas, sigmas[1:])) or sigmas[-1] < 0 or sigmas[0] > 1:
+            raise ValueError(f"sigmas {sigmas}: expected at least two, strictly decreasing, in [0, 1]")
+        super().__init__(sigmas, len(sigmas) - 1)
+
+    def _tables(self):
+        sigmas = np.asarray(self.config, np.float32)
+        return sigmas[:-1] * np.float32(1000), sigmas, np.ones(len(sigmas) - 1)

@@ -4,6 +4,7 @@
     python -m sana_jax.shapes.build vae RUN PARTS           # export the autoencoder run + latent statistics
     python -m sana_jax.shapes.build pipeline PARTS OUT (--transformer FOLDER | --dit-config configs/demo_dit.py)
     python -m sana_jax.shapes.build cache PIPELINE OUT [--clips 4096] [--frames 17]
+    python -m sana_jax.shapes.build student TEACHER_PIPELINE STUDENT_TRANSFORMER OUT   # the distilled pipeline
 
 PARTS is a working folder holding ``tokenizer/``, ``text_encoder/`` and ``vae/``. ``pipeline`` assembles a
 diffusers ``SanaVideoPipeline`` folder from them plus a transformer (a component folder, e.g. exported with
@@ -151,6 +152,40 @@ def build_cache(pipeline: str, out: str, clips: int, frames: int, seed: int = 2)
                                "pipeline": os.path.abspath(pipeline)})
 
 
+# The distilled student's native settings: LongSANA's 4-step sampler, no CFG, streamed in blocks of 2.
+STUDENT_DEFAULTS = {**SAMPLE_DEFAULTS, "steps": 4, "guidance": 1.0, "sampler": "few_step"}
+
+
+def build_student(teacher: str, transformer: str, out: str) -> None:
+    """The distilled pipeline at ``out`` (replaced atomically, JAX format): the teacher pipeline folder's text
+    encoder, tokenizer, VAE and scheduler, the student ``transformer`` (a component folder, e.g. exported with
+    ``python -m convert to-torch RUN FOLDER --ema``: a SanaVideoCausalTransformer3DModel) and the few-step
+    sample_defaults.json."""
+    import shutil
+
+    from sana_jax.components import load_component, save_component
+
+    student = load_component(transformer)
+    if student.class_name != "SanaVideoCausalTransformer3DModel":
+        raise ValueError(f"--transformer {transformer}: a {student.class_name}; expected the block-causal student "
+                         "(SanaVideoCausalTransformer3DModel, as a self_forcing run exports it)")
+    with open(os.path.join(teacher, "model_index.json")) as f:
+        index = json.load(f)
+    index["transformer"] = ["diffusers", student.class_name]
+    with _io.atomic_directory(out) as tmp:
+        for name in os.listdir(teacher):
+            if name in ("transformer", "model_index.json", "sample_defaults.json", ".sana_jax_conversion.json"):
+                continue
+            src = os.path.join(teacher, name)
+            (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, name))
+        save_component(student, os.path.join(tmp, "transformer"), format="jax")
+        for name, data in (("model_index.json", index), ("sample_defaults.json", STUDENT_DEFAULTS)):
+            with open(os.path.join(tmp, name), "w") as f:
+                json.dump(data, f, indent=2)
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
+    print(f"wrote {out} ({size / 1e6:.1f} MB)")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sana_jax.shapes.build", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="stage", required=True)
@@ -167,6 +202,10 @@ def main(argv=None) -> None:
     weights.add_argument("--transformer", default=None, help="a transformer component folder")
     weights.add_argument("--dit-config", default=None,
                          help="random weights of this DiT config's architecture (e.g. configs/demo_dit.py)")
+    p = sub.add_parser("student")
+    p.add_argument("teacher", help="the teacher pipeline folder (its text encoder, VAE, scheduler are reused)")
+    p.add_argument("transformer", help="the distilled student's transformer folder")
+    p.add_argument("out")
     p = sub.add_parser("cache")
     p.add_argument("pipeline")
     p.add_argument("out")
@@ -179,6 +218,8 @@ def main(argv=None) -> None:
         build_vae(args.run, args.parts, args.clips)
     elif args.stage == "pipeline":
         build_pipeline(args.parts, args.out, args.transformer, args.dit_config)
+    elif args.stage == "student":
+        build_student(args.teacher, args.transformer, args.out)
     else:
         build_cache(args.pipeline, args.out, args.clips, args.frames)
 

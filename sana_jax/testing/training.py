@@ -45,3 +45,57 @@ def null_text(text_length: int, text_dim: int, seed: int = 1):
     """The negative (empty) caption of a training config: embeds (L, D) float32 and mask (L,) with one valid token."""
     rng = np.random.default_rng(seed)
     return rng.normal(size=(text_length, text_dim)).astype(np.float32), np.eye(1, text_length, dtype=np.int32)[0]
+
+
+def tiny_dit_folder(path, seed: int = 0) -> str:
+    """A component folder (diffusers format) of the tiny_smoke transformer with random weights: a teacher for the
+    distillation tests."""
+    import flax.linen as nn
+    import jax
+
+    from sana_jax.components import Component, save_component
+    from sana_jax.training.tasks import make_task
+
+    task = make_task(load_config("tiny_smoke", **{"model.scan_layers": False}), null_text(8, 16))
+    params = nn.meta.unbox(task.init(jax.random.PRNGKey(seed), task.minimal_batch()))
+    save_component(Component(task.config.class_name, task.config, task.module, jax.device_get(params)), str(path))
+    return str(path)
+
+
+def tiny_prompt_cache(path, count: int = 8, latent_shape=(5, 4, 4, 4), text=(8, 16), seed: int = 0) -> str:
+    """A latent cache of ``count`` random clips with captions and text embeddings (and a null text)."""
+    from sana_jax.training.data.latent_cache import LatentCacheWriter
+
+    os.makedirs(path, exist_ok=True)
+    writer = LatentCacheWriter(str(path), records_per_shard=4)
+    for i in range(count):
+        b = random_batch(1, latent_shape, *text, seed=seed + i)
+        writer.write(latents=b["latents"][0], text_embeds=b["text_embeds"][0], text_mask=b["text_mask"][0],
+                     caption=f"caption {i}")
+    writer.close(null_embeds=null_text(*text)[0], null_mask=null_text(*text)[1])
+    return str(path)
+
+
+def distill_config(task: str, teacher: str, **overrides):
+    """The tiny_smoke run turned into a LongSANA stage: ``task`` "self_forcing" (synthetic clips of 5 latent
+    frames, blocks 3 + 2) or "ode_init" (``data.path``: a trajectory cache, to be given)."""
+    from sana_jax.training import recipes
+
+    config = load_config("tiny_smoke", **{"model.scan_layers": False})
+    config.task = task
+    config.model.init_from = teacher
+    config.optim = recipes.adamw(lr=1e-3, b1=0.0, warmup_steps=0, grad_clip=10.0, ema_decay=0.9)
+    if task == "self_forcing":
+        config.objective = recipes.self_forcing(teacher=teacher, block_frames=2, generator_every=2)
+        config.critic_optim = recipes.adamw(lr=1e-3, b1=0.0, warmup_steps=0, grad_clip=10.0)
+        config.data.latent_shape = (5, 4, 4, 4)
+    else:
+        config.objective = recipes.ode_init(block_frames=2, max_frame_offset=4)
+        config.data = recipes.data(source="latent_cache", path="", seed=0, shuffle=True, num_workers=0)
+    for key, value in overrides.items():
+        node = config
+        *parts, last = key.split(".")
+        for part in parts:
+            node = node[part]
+        node[last] = value
+    return config

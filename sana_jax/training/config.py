@@ -24,7 +24,8 @@ from sana_jax.models.transformer import REMAT_POLICIES
 from sana_jax.training.data.config import DataConfig, read_data_config
 from sana_jax.training.objective import BLOCK_MODES
 
-TASKS = ("dit", "autoencoder")
+TASKS = ("dit", "autoencoder", "ode_init", "self_forcing")
+FEW_STEP_TIMESTEPS = (1000, 960, 889, 727)  # sana_jax.pipeline.denoise (not imported: it needs the models)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -69,6 +70,9 @@ def _one_of(choices: Iterable[str]) -> Rule:
 _FINITE: Rule = (_is_number, "a finite number")
 _BOOL: Rule = ((lambda v: isinstance(v, bool)), "True or False")
 _STR: Rule = ((lambda v: isinstance(v, str)), "a string (a path, or '' for none)")
+_TIMESTEPS: Rule = ((lambda v: isinstance(v, (tuple, list)) and len(v) >= 1
+                     and all(_is_number(t) and 0 < t <= 1000 for t in v)
+                     and all(a > b for a, b in zip(v, v[1:]))), "a decreasing sequence of timesteps in (0, 1000]")
 _MAPPING: Rule = ((lambda v: isinstance(v, Mapping) or hasattr(v, "to_dict")), "a dict")
 _MESH_SIZE: Rule = ((lambda v: _is_int(v) and (v >= 1 or v == -1)), "an int >= 1, or -1 (what the devices leave)")
 _RULES: Rule = ((lambda v: isinstance(v, (tuple, list)) and all(isinstance(r, (tuple, list)) and len(r) == 2
@@ -112,6 +116,47 @@ class FlowMatchingConfig:
                                factory=lambda: {"incremental": 1.0})
     max_frame_offset: int = _field("random RoPE time offsets in [0, this] per batch (teaches long-video positions)",
                                    _int(0), 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class OdeInitConfig:
+    """The ``objective`` of task "ode_init" (LongSANA stage 1): the block-causal student regressed onto a teacher's
+    ODE trajectories (a latent cache from ``python -m sana_jax.training.ode_pairs``); per (clip, block) one state
+    k of the trajectory, the clean state being context only; loss: MSE of the predicted x0 to the trajectory's end."""
+    block_frames: int = _field("latent frames per block, laid out as the stream lays them (the first takes the "
+                               "remainder)", _int(1))
+    timesteps: tuple = _field("the few-step timesteps the trajectories were recorded at (their cache's "
+                              "metadata must agree)", _TIMESTEPS, FEW_STEP_TIMESTEPS)
+    max_frame_offset: int = _field("random RoPE time offsets in [0, this] per batch (teaches long-video positions)",
+                                   _int(0), 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfForcingConfig:
+    """The ``objective`` of task "self_forcing" (LongSANA stages 2 and 3): the student rolls out its own blocks
+    through its carried state (the few-step sampler of ``pipe.stream``, a random exit step per block) and is trained
+    by DMD against a frozen teacher (real score, CFG) and a critic (fake score) trained online by flow matching on
+    the student's detached samples. ``long_rollout_blocks`` > 0: a long rollout (the first block and up to this many
+    more, all without gradient) before the scored window."""
+    teacher: str = _field("the frozen teacher (real score): a transformer component folder, or a pipeline folder "
+                          "(needed for a negative_prompt)", _STR)
+    block_frames: int = _field("latent frames per block of the rollout (the first takes the remainder)", _int(1))
+    critic_init_from: str = _field("the critic's (fake score's) start; '' = the teacher's weights", _STR, "")
+    guidance_scale: float = _field("CFG weight of the real score: uncond + w (cond - uncond)", _number(0, strict=False),
+                                   4.0)
+    negative_prompt: str = _field("the real score's unconditional prompt; '' = the data's empty caption", _STR, "")
+    timesteps: tuple = _field("the student's few-step timesteps (the exit step is one of them)", _TIMESTEPS,
+                              FEW_STEP_TIMESTEPS)
+    dmd_shift: float = _field("shift of the DMD / critic timestep distribution t = 1000 s u / (1 + (s - 1) u)",
+                              _number(0, strict=True), 5.0)
+    min_timestep: float = _field("DMD / critic timesteps are clipped to [min_timestep, max_timestep]",
+                                 _number(0, strict=False), 20.0)
+    max_timestep: float = _field("see min_timestep", _number(0, strict=True), 980.0)
+    generator_every: int = _field("one generator update every this many steps (a critic update every step)",
+                                  _int(1), 5)
+    long_rollout_blocks: int = _field("0: the rollout is the clip (all blocks scored); N > 0: the first block and "
+                                      "0..N more without gradient, then the scored window of (clip frames - 1) / "
+                                      "block_frames blocks after one clean context frame", _int(0), 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,8 +222,10 @@ class TrainingConfig:
     keep_checkpoints: int = _field("checkpoints kept (the newest)", _int(1))
     model: DiTModelConfig | AutoencoderModelConfig = _field("the model section")
     data: DataConfig = _field("the data section (sana_jax.training.data.config)")
-    objective: FlowMatchingConfig | AutoencoderObjectiveConfig = _field("the objective section")
+    objective: FlowMatchingConfig | AutoencoderObjectiveConfig | OdeInitConfig | SelfForcingConfig = _field(
+        "the objective section")
     optim: OptimConfig = _field("the optimiser section", factory=OptimConfig)
+    critic_optim: OptimConfig | None = _field("the critic's optimiser (task self_forcing only)", None, None)
     mesh: MeshConfig = _field("the mesh section", factory=MeshConfig)
     mesh_rules: tuple = _field("logical-axis rules; () = sana_jax.training.mesh.DEFAULT_RULES", _RULES, ())
     log_every: int = _field("steps between metrics rows", _int(1), 10)
@@ -186,13 +233,17 @@ class TrainingConfig:
                                       _number(0, strict=False), 0.0)
 
     def to_dict(self) -> dict:
-        """Plain JSON-ready values (tuples as lists), as ``WORKDIR/config.json`` holds them."""
-        return _json_ready(dataclasses.asdict(self))
+        """Plain JSON-ready values (tuples as lists), as ``WORKDIR/config.json`` holds them; a section this task
+        does not have (None) is left out."""
+        return _json_ready({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
 
 
 SECTIONS = {  # section -> {task: class}
-    "model": {"dit": DiTModelConfig, "autoencoder": AutoencoderModelConfig},
-    "objective": {"dit": FlowMatchingConfig, "autoencoder": AutoencoderObjectiveConfig},
+    "model": {"dit": DiTModelConfig, "autoencoder": AutoencoderModelConfig, "ode_init": DiTModelConfig,
+              "self_forcing": DiTModelConfig},
+    "objective": {"dit": FlowMatchingConfig, "autoencoder": AutoencoderObjectiveConfig, "ode_init": OdeInitConfig,
+                  "self_forcing": SelfForcingConfig},
+    "critic_optim": {"self_forcing": OptimConfig},
     "optim": {task: OptimConfig for task in TASKS},
     "data": {task: DataConfig for task in TASKS},
     "mesh": {task: MeshConfig for task in TASKS},
@@ -241,7 +292,12 @@ def read_training_config(config: Any) -> TrainingConfig:
     _check_known("", raw, field_names(TrainingConfig))
     sections = {}
     for name, classes in SECTIONS.items():
+        if name in raw and raw[name] is None and name == "critic_optim":  # written as null by earlier runs
+            continue
         if name in raw:
+            if task not in classes:
+                raise TrainingConfigError(f"{name}: a section of task {' / '.join(classes)} only; this is task "
+                                          f"{task!r}")
             sections[name] = _as_dict(raw[name], name)
             _check_known(name, sections[name], field_names(classes[task]))
     if "objective" in sections and "block_modes" in sections["objective"] and task == "dit":
@@ -255,6 +311,12 @@ def read_training_config(config: Any) -> TrainingConfig:
     objective_cls = SECTIONS["objective"][task]
     values["objective"] = objective_cls(**_read_fields(objective_cls, sections.get("objective", {}), "objective"))
     values["optim"] = OptimConfig(**_read_fields(OptimConfig, sections.get("optim", {}), "optim"))
+    if task == "self_forcing":
+        values["critic_optim"] = OptimConfig(**_read_fields(OptimConfig, sections.get("critic_optim", {}),
+                                                            "critic_optim"))
+        if values["objective"].min_timestep > values["objective"].max_timestep:
+            raise TrainingConfigError(f"objective.min_timestep={values['objective'].min_timestep}: expected <= "
+                                      f"objective.max_timestep={values['objective'].max_timestep}")
     values["mesh"] = MeshConfig(**_read_fields(MeshConfig, sections.get("mesh", {}), "mesh"))
     if list(values["mesh"].shape().values()).count(-1) > 1:
         raise TrainingConfigError(f"mesh={values['mesh'].shape()}: at most one axis may be -1")

@@ -19,7 +19,7 @@ from sana_jax.components import Component, write_component
 from sana_jax.training import mesh as mesh_lib
 from sana_jax.training.checkpoint import Checkpointer
 from sana_jax.training.config import read_training_config
-from sana_jax.training.state import learning_rate, make_optimizer
+from sana_jax.training.state import learning_rate
 from sana_jax.training.step import ShardedStep
 from sana_jax.training.tasks import make_task
 from sana_jax.weights.pipeline_folder import check_destination, check_finite, conversion_output
@@ -45,10 +45,10 @@ def restore_params(workdir: str | os.PathLike, *, step: int | None = None, ema: 
     """(task, params on one device, step) of a run's checkpoint (the latest when ``step`` is None)."""
     config = read_training_config(load_run_config(workdir))
     null = None
-    if config.task == "dit":  # shapes only matter for the loss, which is not run here
+    if config.task != "autoencoder":  # shapes only matter for the loss, which is not run here
         null = (np.zeros((1, 1), np.float32), np.ones((1,), np.int32))
     task = make_task(config, null)
-    program = ShardedStep(task, make_optimizer(config.optim), learning_rate(config.optim),
+    program = ShardedStep(task, task.optimizer(), learning_rate(config.optim),
                           mesh_lib.make_mesh({}, jax.devices()[:1]), mesh_lib.DEFAULT_RULES, task.minimal_batch(),
                           seed=config.seed, ema_decay=float(config.optim.ema_decay))
     checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), every=1, keep=1, read_only=True)
@@ -59,7 +59,7 @@ def restore_params(workdir: str | os.PathLike, *, step: int | None = None, ema: 
     checkpoints.close()
     if ema and state.ema_params is None:
         raise ValueError(f"{workdir}: --ema asked for, but the run kept no EMA (optim.ema_decay = 0)")
-    return task, (state.ema_params if ema else state.params), step
+    return task, (state.ema_params if ema else task.trained_model(state.params)), step
 
 
 def export_run(workdir: str | os.PathLike, dst: str | os.PathLike, *, step: int | None = None, ema: bool = False,

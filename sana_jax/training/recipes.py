@@ -11,8 +11,8 @@ import dataclasses
 import ml_collections
 
 from sana_jax.training.config import (AutoencoderModelConfig, AutoencoderObjectiveConfig, DataConfig,
-                                      DiTModelConfig, FlowMatchingConfig, MeshConfig, OptimConfig, TrainingConfigError,
-                                      unknown_key_message)
+                                      DiTModelConfig, FlowMatchingConfig, MeshConfig, OdeInitConfig, OptimConfig,
+                                      SelfForcingConfig, TrainingConfigError, unknown_key_message)
 
 
 def adamw(**overrides) -> ml_collections.ConfigDict:
@@ -26,6 +26,21 @@ def flow_matching(**overrides) -> ml_collections.ConfigDict:
     bidirectional attention (``block_frames`` > 0: block-causal diffusion forcing with ``block_modes``), no RoPE
     time offsets."""
     return _section(FlowMatchingConfig, "objective", overrides)
+
+
+def ode_init(**overrides) -> ml_collections.ConfigDict:
+    """LongSANA stage 1: regress the block-causal student onto teacher ODE trajectories (``block_frames`` required;
+    the few-step timesteps [1000, 960, 889, 727]). Reference recipe: AdamW lr 2e-5, betas (0.9, 0.999), wd 0.01,
+    clip 10, no EMA."""
+    return _section(OdeInitConfig, "objective", overrides)
+
+
+def self_forcing(**overrides) -> ml_collections.ConfigDict:
+    """LongSANA stages 2-3: Self-Forcing with DMD (``teacher`` and ``block_frames`` required): real-score CFG weight
+    4 (NVlabs' guidance 3 in the c + g (c - u) form), DMD timesteps shift 5 clipped to [20, 980], one generator
+    update per 5 critic updates. Reference recipe: generator lr 1e-5, critic lr 2e-6, betas (0, 0.999) both,
+    wd 0.01, clip 10, EMA 0.99 of the generator."""
+    return _section(SelfForcingConfig, "objective", overrides)
 
 
 def reconstruction(**overrides) -> ml_collections.ConfigDict:

@@ -47,7 +47,7 @@ def init_state(task, optimizer, batch: dict, seed: int, ema: bool) -> TrainState
     params = task.init(init_key, batch)
     opt_state = optimizer.init(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
-                      ema_params=params if ema else None, rng=train_key)
+                      ema_params=task.trained_model(params) if ema else None, rng=train_key)
 
 
 def abstract_state(task, optimizer, batch: dict, seed: int, ema: bool):

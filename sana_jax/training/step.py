@@ -19,20 +19,22 @@ from sana_jax.training import mesh as mesh_lib
 from sana_jax.training.state import TrainState, abstract_state, init_state
 
 
-def loss_and_grads(task, params, batch, rng):
-    """((loss, aux), grads) of ``task.loss`` at ``params``."""
-    return jax.value_and_grad(task.loss, has_aux=True)(params, batch, rng)
+def loss_and_grads(task, params, batch, rng, step=0):
+    """((loss, aux), grads) of ``task.loss`` at ``params`` (``step``: the optimiser step, for tasks whose loss
+    alternates between parts, such as Self-Forcing's generator and critic turns)."""
+    return jax.value_and_grad(task.loss, has_aux=True)(params, batch, rng, step)
 
 
 def train_step(state: TrainState, batch: dict, *, task, optimizer, schedule, ema_decay: float = 0.0):
     """(new state, metrics): loss, grad_norm (before clipping), lr of this step, and the task's aux values."""
     rng = jax.random.fold_in(state.rng, state.step)
-    (loss, aux), grads = loss_and_grads(task, state.params, batch, rng)
+    (loss, aux), grads = loss_and_grads(task, state.params, batch, rng, state.step)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
     if ema is not None:
-        ema = jax.tree_util.tree_map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+        ema = jax.tree_util.tree_map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema,
+                                     task.trained_model(params))
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step), **aux}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
 
@@ -61,7 +63,7 @@ class ShardedStep:
         self._step = jax.jit(step, in_shardings=(self.state_shardings, self.batch_shardings),
                              out_shardings=(self.state_shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
         self._grads = jax.jit(functools.partial(loss_and_grads, task),
-                              in_shardings=(self.state_shardings.params, self.batch_shardings, None),
+                              in_shardings=(self.state_shardings.params, self.batch_shardings, None, None),
                               out_shardings=((mesh_lib.replicated(mesh), None), self.state_shardings.params))
 
     @contextlib.contextmanager
@@ -84,17 +86,20 @@ class ShardedStep:
 
     def abstract_sharded(self):
         """The state as ShapeDtypeStructs carrying this mesh's shardings (the target of a checkpoint restore)."""
-        return jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                      self.abstract, self.state_shardings)
+        # An optimiser that updates only some params (optax.multi_transform) keeps empty MaskedNodes for the
+        # others; their sharding is a leaf there, which the abstract state keeps as the empty node it is.
+        return jax.tree_util.tree_map(
+            lambda a, s: a if isinstance(a, optax.MaskedNode) else jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            self.abstract, self.state_shardings, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
 
     def __call__(self, state: TrainState, batch: dict):
         with self.context():
             return self._step(state, batch)
 
-    def grads(self, params, batch, rng):
+    def grads(self, params, batch, rng, step=0):
         """((loss, aux), grads) on the mesh, grads laid out like the params."""
         with self.context():
-            return self._grads(params, batch, rng)
+            return self._grads(params, batch, rng, jax.numpy.int32(step))
 
     def lower(self, state, batch):
         with self.context():

@@ -20,6 +20,7 @@ from sana_jax.pipeline.stream import block_sizes as stream_block_sizes
 from sana_jax.training import objective as fm
 from sana_jax.training.config import (AutoencoderModelConfig, AutoencoderObjectiveConfig, DiTModelConfig,
                                       FlowMatchingConfig, read_training_config)
+from sana_jax.training.state import make_optimizer
 from sana_jax.weights import rulebook
 from sana_jax.weights import transformer as transformer_weights
 
@@ -46,6 +47,7 @@ class DiTTask:
     objective: FlowMatchingConfig
     null_text: tuple[np.ndarray, np.ndarray]
     pretrained: dict | None = None
+    optim: object = None
 
     batch_axes = {"latents": ("batch", "frames", None, None, None), "text_embeds": ("batch", None, None),
                   "text_mask": ("batch", None)}
@@ -53,16 +55,8 @@ class DiTTask:
     @classmethod
     def from_config(cls, config, null_text):
         """``config``: a ``TrainingConfig`` of task "dit"."""
-        m = config.model
-        arch, component = _component_config(m, SanaVideoTransformerConfig)
-        module = REGISTRY[arch.class_name].build(
-            arch, dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=m.scan_layers, remat_policy=m.remat_policy,
-            attention_implementation=m.attention_implementation)
-        pretrained = None if component is None else component.params
-        if pretrained is not None and module.scan_layers:
-            flat = rulebook.stack_layers(rulebook.flatten(pretrained), transformer_weights.BLOCKS, arch.num_layers)
-            pretrained = rulebook.unflatten(flat)
-        return cls(arch, module, config.objective, null_text, pretrained)
+        arch, module, pretrained = build_dit(config.model, config.model.init_from)
+        return cls(arch, module, config.objective, null_text, pretrained, config.optim)
 
     def example_batch(self, batch: int, latent_shape, text_length: int) -> dict:
         f, h, w, c = latent_shape
@@ -77,13 +71,14 @@ class DiTTask:
 
     def init(self, rng, batch: dict) -> dict:
         """Params (boxed with their logical axis names), or the pretrained ones (boxed with the same names)."""
-        b = _one_example(batch)
-        t = jnp.zeros((1,), jnp.float32)
-        boxed = self.module.init(rng, b["latents"], t, b["text_embeds"], b["text_mask"])["params"]
-        if self.pretrained is None:
-            return boxed
-        return jax.tree_util.tree_map(lambda box, p: box.replace_boxed(jnp.asarray(p, box.value.dtype)),
-                                      boxed, self.pretrained, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+        return init_dit(self.module, self.pretrained, rng, batch["latents"].shape[1:], batch["text_embeds"].shape[1:])
+
+    def optimizer(self):
+        return make_optimizer(self.optim)
+
+    def trained_model(self, params):
+        """The params of the model a run exports (and keeps an EMA of)."""
+        return params
 
     def block_sizes(self, latent_frames: int) -> tuple[int, ...] | None:
         k = int(self.objective.block_frames)
@@ -135,7 +130,7 @@ class DiTTask:
         return {"x_t": x_t, "timestep": timestep, "text_embeds": embeds, "text_mask": mask, "target": target,
                 "weight": weight, "block_sizes": blocks, "frame_offset": offset}
 
-    def loss(self, params, batch, rng):
+    def loss(self, params, batch, rng, step=0):
         """(flow-matching loss, aux) for one batch."""
         inp = self.model_inputs(batch, rng)
         v = self.module.apply({"params": params}, inp["x_t"], inp["timestep"], inp["text_embeds"],
@@ -161,6 +156,7 @@ class AutoencoderTask:
     module: nn.Module
     objective: AutoencoderObjectiveConfig
     pretrained: dict | None = None
+    optim: object = None
 
     batch_axes = {"video": ("batch", "frames", None, None, None)}
     CLASSES = {"AutoencoderDC": AutoencoderDCConfig, "AutoencoderKLWan": AutoencoderKLWanConfig}
@@ -171,7 +167,7 @@ class AutoencoderTask:
         m = config.model
         arch, component = _component_config(m, cls.CLASSES[m.class_name])
         module = REGISTRY[arch.class_name].build(arch, dtype=m.dtype, param_dtype=m.param_dtype)
-        return cls(arch, module, config.objective, None if component is None else component.params)
+        return cls(arch, module, config.objective, None if component is None else component.params, config.optim)
 
     def example_batch(self, batch: int, video_shape, text_length: int = 0) -> dict:
         return {"video": jax.ShapeDtypeStruct((batch, *video_shape), jnp.float32)}
@@ -186,7 +182,13 @@ class AutoencoderTask:
             return params
         return jax.tree_util.tree_map(lambda a, p: jnp.asarray(p, a.dtype), nn.meta.unbox(params), self.pretrained)
 
-    def loss(self, params, batch, rng):
+    def optimizer(self):
+        return make_optimizer(self.optim)
+
+    def trained_model(self, params):
+        return params
+
+    def loss(self, params, batch, rng, step=0):
         x = batch["video"].astype(jnp.float32)
         latents = self.module.apply({"params": params}, x, method="encode")
         recon = self.module.apply({"params": params}, latents, method="decode").astype(jnp.float32)
@@ -208,15 +210,46 @@ class AutoencoderTask:
         return int(np.prod(batch_shape[:2]))  # frames per global batch
 
 
+def build_dit(model_cfg: DiTModelConfig, init_from: str):
+    """(architecture, module, pretrained params stacked for scanned layers or None) of a Linear DiT: the component
+    folder ``init_from``, or ``model_cfg.architecture``; built with the model section's dtype / scan / remat."""
+    arch, component = _component_config(dataclasses.replace(model_cfg, init_from=init_from),
+                                         SanaVideoTransformerConfig)
+    m = model_cfg
+    module = REGISTRY[arch.class_name].build(
+        arch, dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=m.scan_layers, remat_policy=m.remat_policy,
+        attention_implementation=m.attention_implementation)
+    pretrained = None if component is None else component.params
+    if pretrained is not None and module.scan_layers:
+        flat = rulebook.stack_layers(rulebook.flatten(pretrained), transformer_weights.BLOCKS, arch.num_layers)
+        pretrained = rulebook.unflatten(flat)
+    return arch, module, pretrained
+
+
+def init_dit(module, pretrained, rng, latent_shape, text_shape):
+    """A DiT's params boxed with their logical axis names: random, or ``pretrained`` in the same boxes."""
+    dtype = jnp.float32
+    t = jnp.zeros((1,), jnp.float32)
+    boxed = module.init(rng, jnp.zeros((1, *latent_shape), dtype), t, jnp.zeros((1, *text_shape), dtype),
+                        jnp.ones((1, text_shape[0]), jnp.int32))["params"]
+    if pretrained is None:
+        return boxed
+    return jax.tree_util.tree_map(lambda box, p: box.replace_boxed(jnp.asarray(p, box.value.dtype)),
+                                  boxed, pretrained, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
 def _one_example(batch: dict) -> dict:
     """Zeros shaped like one example of ``batch`` (arrays or ShapeDtypeStructs): enough to create params."""
     return {k: jnp.zeros((1, *v.shape[1:]), v.dtype) for k, v in batch.items()}
 
 
-TASKS = {"dit": DiTTask, "autoencoder": AutoencoderTask}
+def _tasks():
+    from sana_jax.training.distill import OdeInitTask, SelfForcingTask
+
+    return {"dit": DiTTask, "autoencoder": AutoencoderTask, "ode_init": OdeInitTask, "self_forcing": SelfForcingTask}
 
 
 def make_task(config, null_text=None):
     """The task of ``config`` (a ``TrainingConfig``, or an experiment's ConfigDict: read strictly first)."""
     config = read_training_config(config)
-    return TASKS[config.task].from_config(config, null_text)
+    return _tasks()[config.task].from_config(config, null_text)

@@ -32,7 +32,7 @@ from sana_jax.training.checkpoint import Checkpointer, CorruptCheckpointError, a
 from sana_jax.training.config import TrainingConfig, read_training_config
 from sana_jax.training.data import make_iterator, null_text
 from sana_jax.training.metrics import MetricsWriter
-from sana_jax.training.state import learning_rate, make_optimizer
+from sana_jax.training.state import learning_rate
 from sana_jax.training.step import ShardedStep
 from sana_jax.training.tasks import make_task
 from sana_jax.training.workdir_lock import LOCK_FILE, WorkdirLock, WorkdirLockedError
@@ -52,10 +52,10 @@ def build(config, *, devices=None):
     if config.batch_size % nproc:
         raise ValueError(f"batch_size={config.batch_size} must be divisible by the {nproc} processes")
     data = make_iterator(config.data, batch_size=config.batch_size, process_index=proc, process_count=nproc)
-    task = make_task(config, null_text(config.data) if config.task == "dit" else None)
+    task = make_task(config, null_text(config.data) if config.task in ("dit", "self_forcing") else None)
     example = _global_example(task, config)
     mesh = mesh_lib.make_mesh(config.mesh.shape(), devices)
-    program = ShardedStep(task, make_optimizer(config.optim), learning_rate(config.optim), mesh,
+    program = ShardedStep(task, task.optimizer(), learning_rate(config.optim), mesh,
                           mesh_lib.rules_from(config.mesh_rules), example, seed=config.seed,
                           ema_decay=float(config.optim.ema_decay))
     return task, program, data

@@ -25,6 +25,7 @@ from sana_jax.training.data.unreadable import Unreadable, describe
 FORMAT = "sana_jax.latent_cache/1"
 METADATA = "metadata.json"
 NULL_TEXT = "null_text.safetensors"
+PROGRESS = "progress.json"  # a resumable writer's record of its finished shards (removed by close)
 ARRAYS = ("latents", "text_embeds", "text_mask")
 _DTYPES = {"float32": np.dtype("<f4"), "bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype("<f2"),
            "int32": np.dtype("<i4")}
@@ -79,14 +80,30 @@ class LatentCacheWriter:
     Write into a temporary folder (``sana_jax._io.atomic_directory``) so a failed run leaves no half cache.
     """
 
-    def __init__(self, folder: str, *, records_per_shard: int = 256):
+    def __init__(self, folder: str, *, records_per_shard: int = 256, resumable: bool = False):
+        """``resumable``: record every finished shard in ``PROGRESS`` and start from the shards recorded there (a
+        shard left unfinished by an interrupted run is removed); ``count`` says where to continue."""
         if records_per_shard < 1:
             raise ValueError(f"records_per_shard={records_per_shard}: must be >= 1")
-        self.folder, self.records_per_shard = folder, records_per_shard
+        self.folder, self.records_per_shard, self.resumable = folder, records_per_shard, resumable
         self.shards: list[dict] = []
         self.count = 0
         self._writer = None
         self._shapes: dict[str, tuple] | None = None
+        progress = os.path.join(folder, PROGRESS)
+        if resumable and os.path.isfile(progress):
+            with open(progress, encoding="utf-8") as f:
+                done = json.load(f)
+            if done["records_per_shard"] != records_per_shard:
+                raise ValueError(f"{progress}: written with records_per_shard={done['records_per_shard']}, "
+                                 f"resumed with {records_per_shard}")
+            self.shards, self.count = done["shards"], done["count"]
+            self._shapes = {k: tuple(v) for k, v in done["shapes"].items()}
+            self._dtype = done["dtype"]
+            keep = {s["file"] for s in self.shards} | {PROGRESS}
+            for name in os.listdir(folder):
+                if name not in keep and name.startswith("records-"):
+                    os.remove(os.path.join(folder, name))
 
     def write(self, *, latents: np.ndarray, text_embeds: np.ndarray, text_mask: np.ndarray, caption: str) -> None:
         arrays = {"latents": latents, "text_embeds": text_embeds, "text_mask": text_mask.astype(np.int32)}
@@ -114,6 +131,10 @@ class LatentCacheWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            if self.resumable:
+                done = {"records_per_shard": self.records_per_shard, "shards": self.shards, "count": self.count,
+                        "shapes": self._shapes, "dtype": self._dtype}
+                _io.atomic_write_text(os.path.join(self.folder, PROGRESS), json.dumps(done) + "\n")
 
     def close(self, *, null_embeds: np.ndarray, null_mask: np.ndarray, skipped: int = 0,
               config: dict | None = None) -> dict:
@@ -130,6 +151,8 @@ class LatentCacheWriter:
                     "text_length": text_length, "text_dim": text_dim, "dtype": self._dtype, "skipped": skipped,
                     "config": config or {}}
         _io.atomic_write_text(os.path.join(self.folder, METADATA), json.dumps(metadata, indent=2) + "\n")
+        if os.path.exists(os.path.join(self.folder, PROGRESS)):
+            os.remove(os.path.join(self.folder, PROGRESS))
         return metadata
 
 
