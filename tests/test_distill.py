@@ -364,3 +364,34 @@ def test_config_errors_name_the_key(teacher):
     config.objective.dmd_shfit = 5.0
     with pytest.raises(TrainingConfigError, match="nearest valid key is objective.dmd_shift"):
         read_training_config(config)
+
+
+def test_a_student_pipeline_folder_streams_with_few_step_defaults(tmp_path):
+    """``shapes.build student``: the teacher pipeline's parts with the block-causal student transformer; it loads,
+    streams by default (a block-causal checkpoint) with its few-step sample_defaults, and refuses a non-causal
+    transformer."""
+    from sana_jax.components import Component, save_component
+    from sana_jax.config import SanaVideoCausalTransformerConfig
+    from sana_jax.pipeline.sample import check_request, merge_defaults
+    from sana_jax.shapes.build import build_student
+
+    build_tiny_pipeline(tmp_path / "teacher", seed=2)
+    teacher = load_component(tmp_path / "teacher" / "transformer")
+    with pytest.raises(ValueError, match="SanaVideoCausalTransformer3DModel"):
+        build_student(str(tmp_path / "teacher"), str(tmp_path / "teacher" / "transformer"), str(tmp_path / "bad"))
+    causal = distill._causal(teacher.config)
+    assert isinstance(causal, SanaVideoCausalTransformerConfig) and causal.num_layers == teacher.config.num_layers
+    save_component(Component(causal.class_name, causal, teacher.module, teacher.params), tmp_path / "student_t")
+    out = tmp_path / "student"
+    build_student(str(tmp_path / "teacher"), str(tmp_path / "student_t"), str(out))
+    with open(out / "model_index.json") as f:
+        assert json.load(f)["transformer"] == ["diffusers", "SanaVideoCausalTransformer3DModel"]
+    defaults = merge_defaults(str(out), steps=None, guidance=None)
+    assert (defaults["steps"], defaults["guidance"], defaults["sampler"]) == (4, 1.0, "few_step")
+    assert check_request(str(out), None, {"height": 32, "width": 32, "frames": 9, "num_inference_steps": 4,
+                                          "guidance_scale": 1.0, "block_frames": 2, "sampler": "few_step"})
+    pipe = SanaVideoPipeline.from_pretrained(out)
+    chunks = list(pipe.stream("a red circle", frames=9, block_frames=1, height=32, width=32, seed=0))
+    assert np.concatenate(chunks, axis=1).shape == (1, 9, 32, 32, 3)
+    for a, b in zip(jax.tree_util.tree_leaves(pipe.transformer.params), jax.tree_util.tree_leaves(teacher.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

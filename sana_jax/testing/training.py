@@ -22,7 +22,11 @@ def load_config(name: str = "tiny_smoke", **overrides):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config()
+    return _overridden(module.get_config(), overrides)
+
+
+def _overridden(config, overrides: dict):
+    """``config`` with dotted ``overrides`` set in place."""
     for key, value in overrides.items():
         node = config
         *path, last = key.split(".")
@@ -92,10 +96,4 @@ def distill_config(task: str, teacher: str, **overrides):
     else:
         config.objective = recipes.ode_init(block_frames=2, max_frame_offset=4)
         config.data = recipes.data(source="latent_cache", path="", seed=0, shuffle=True, num_workers=0)
-    for key, value in overrides.items():
-        node = config
-        *parts, last = key.split(".")
-        for part in parts:
-            node = node[part]
-        node[last] = value
-    return config
+    return _overridden(config, overrides)

@@ -181,8 +181,30 @@ def _check_geometry(arch, block_frames: int, where: str) -> None:
     del block_frames
 
 
+class _StudentTask:
+    """What both distillation tasks share: a batch of clips (``latents`` (B, *prefix, F, H, W, C)) with text."""
+
+    def _clip_prefix(self) -> tuple[int, ...]:
+        return ()
+
+    def example_batch(self, batch: int, latent_shape, text_length: int) -> dict:
+        return {"latents": jax.ShapeDtypeStruct((batch, *self._clip_prefix(), *latent_shape), jnp.float32),
+                "text_embeds": jax.ShapeDtypeStruct((batch, text_length, self.config.caption_channels), jnp.float32),
+                "text_mask": jax.ShapeDtypeStruct((batch, text_length), jnp.int32)}
+
+    def minimal_batch(self) -> dict:
+        _, ph, pw = self.config.patch
+        return self.example_batch(1, (1, ph, pw, self.config.in_channels), 1)
+
+    def tokens(self, batch_shape) -> int:
+        """Video tokens per global batch (for tokens/s): the clips' latent frames x token grid."""
+        f, h, w = batch_shape[-4:-1]
+        _, ph, pw = self.config.patch
+        return batch_shape[0] * f * (h // ph) * (w // pw)
+
+
 @dataclasses.dataclass
-class OdeInitTask:
+class OdeInitTask(_StudentTask):
     """Stage 1. ``batch``: latents (B, K + 1, F, H, W, C) — the trajectory at the K ``timesteps`` then its clean
     end — text_embeds (B, L, D), text_mask (B, L)."""
 
@@ -203,15 +225,8 @@ class OdeInitTask:
         _check_geometry(arch, config.objective.block_frames, "ode_init")
         return cls(_causal(arch), module, config.objective, config.optim, pretrained)
 
-    def example_batch(self, batch: int, latent_shape, text_length: int) -> dict:
-        k = len(self.objective.timesteps) + 1
-        return {"latents": jax.ShapeDtypeStruct((batch, k, *latent_shape), jnp.float32),
-                "text_embeds": jax.ShapeDtypeStruct((batch, text_length, self.config.caption_channels), jnp.float32),
-                "text_mask": jax.ShapeDtypeStruct((batch, text_length), jnp.int32)}
-
-    def minimal_batch(self) -> dict:
-        _, ph, pw = self.config.patch
-        return self.example_batch(1, (1, ph, pw, self.config.in_channels), 1)
+    def _clip_prefix(self) -> tuple[int, ...]:
+        return (len(self.objective.timesteps) + 1,)
 
     def init(self, rng, batch: dict) -> dict:
         from sana_jax.training.tasks import init_dit
@@ -244,14 +259,10 @@ class OdeInitTask:
         weight = (frame_state < k1 - 1)[:, :, None, None, None]
         return fm.masked_mse(x0, traj[:, -1], weight), {"timestep_mean": jnp.mean(t)}
 
-    def tokens(self, batch_shape) -> int:
-        b, _, f, h, w, _ = batch_shape
-        _, ph, pw = self.config.patch
-        return b * f * (h // ph) * (w // pw)
 
 
 @dataclasses.dataclass
-class SelfForcingTask:
+class SelfForcingTask(_StudentTask):
     """Stages 2-3. Params: {"generator": the student (trained), "critic": the fake score (trained, its own
     optimiser), "teacher": the real score (frozen: no update, no gradient)}. ``batch``: latents (B, F, H, W, C) —
     only their shape is used: the clip the rollout makes and the scores see — text_embeds (B, L, D), text_mask."""
@@ -289,15 +300,6 @@ class SelfForcingTask:
                              "text) or objective.negative_prompt")
         return cls(_causal(arch), module, critic_module, teacher_module, obj, config.optim, config.critic_optim,
                    negative, {"generator": generator, "critic": critic, "teacher": teacher})
-
-    def example_batch(self, batch: int, latent_shape, text_length: int) -> dict:
-        return {"latents": jax.ShapeDtypeStruct((batch, *latent_shape), jnp.float32),
-                "text_embeds": jax.ShapeDtypeStruct((batch, text_length, self.config.caption_channels), jnp.float32),
-                "text_mask": jax.ShapeDtypeStruct((batch, text_length), jnp.int32)}
-
-    def minimal_batch(self) -> dict:
-        _, ph, pw = self.config.patch
-        return self.example_batch(1, (1, ph, pw, self.config.in_channels), 1)
 
     def init(self, rng, batch: dict) -> dict:
         from sana_jax.training.tasks import init_dit
@@ -391,10 +393,6 @@ class SelfForcingTask:
         return dmd + critic, {"dmd": dmd, "critic": critic, "generator_step": generator_turn.astype(jnp.float32),
                               "sample_abs_mean": jnp.mean(jnp.abs(x))}
 
-    def tokens(self, batch_shape) -> int:
-        b, f, h, w, _ = batch_shape
-        _, ph, pw = self.config.patch
-        return b * f * (h // ph) * (w // pw)
 
 
 def _transformer_folder(path: str, key: str) -> str:
