@@ -46,7 +46,8 @@ def _config(teacher: str, long_blocks: int):
     c.objective = recipes.self_forcing(teacher=teacher, block_frames=2, long_rollout_blocks=long_blocks)
     c.optim = recipes.adamw(ema_decay=0.99)
     c.critic_optim = recipes.adamw()
-    c.data = recipes.data(source="synthetic", seed=0, latent_shape=(5, 4, 4, 16), text_length=300, text_dim=64)
+    c.data = recipes.data(source="synthetic", seed=0, num_examples=16, latent_shape=(5, 4, 4, 16), text_length=300,
+                          text_dim=64)
     return c
 
 

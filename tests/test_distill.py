@@ -395,3 +395,22 @@ def test_a_student_pipeline_folder_streams_with_few_step_defaults(tmp_path):
     assert np.concatenate(chunks, axis=1).shape == (1, 9, 32, 32, 3)
     for a, b in zip(jax.tree_util.tree_leaves(pipe.transformer.params), jax.tree_util.tree_leaves(teacher.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("context", [True, False])
+def test_long_rollout_window_layouts(teacher, context):
+    """The scored window of a long rollout: after one clean context frame (pinned for the scores, unscored), or the
+    window's blocks alone as a clip of their own."""
+    config = distill_config("self_forcing", teacher, **{"objective.long_rollout_blocks": 3,
+                                                        "objective.window_context": context})
+    task = make_task(config, null_text(8, 16))
+    blocks, pin, long, most = task.clip_layout((2, 5, 4, 4, 4))
+    assert long and pin == context and most == 1 + 3 + 2
+    assert blocks == ((3, 2) if context else (2, 2))
+    params = nn.meta.unbox(task.init(jax.random.PRNGKey(0), task.minimal_batch()))
+    batch = random_batch(2, (5, 4, 4, 4), 8, 16)
+    x = jax.eval_shape(lambda p: task.samples(p["generator"], jax.random.key(0), batch["text_embeds"],
+                                              batch["text_mask"], batch["latents"].shape), params)
+    assert x.shape == (2, 5 if context else 4, 4, 4, 4)
+    (loss, aux), _ = jax.eval_shape(lambda p: loss_and_grads(task, p, batch, jax.random.key(1), 0), params)
+    assert loss.shape == () and set(aux) >= {"dmd", "critic"}

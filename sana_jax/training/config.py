@@ -157,6 +157,9 @@ class SelfForcingConfig:
     long_rollout_blocks: int = _field("0: the rollout is the clip (all blocks scored); N > 0: the first block and "
                                       "0..N more without gradient, then the scored window of (clip frames - 1) / "
                                       "block_frames blocks after one clean context frame", _int(0), 0)
+    window_context: bool = _field("long rollouts: the scores see the window after its clean context frame (pinned, "
+                                  "as image-to-video; LongSANA's layout); False: the window's blocks alone, as a "
+                                  "clip of their own", _BOOL, True)
 
 
 @dataclasses.dataclass(frozen=True)

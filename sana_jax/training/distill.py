@@ -93,10 +93,12 @@ def rollout(module, params, key, embeds, mask, *, shape, blocks, exits, timestep
     return jnp.concatenate(out, axis=1)
 
 
-def long_rollout(module, params, key, embeds, mask, *, shape, block_frames, exits, extra, timesteps):
+def long_rollout(module, params, key, embeds, mask, *, shape, block_frames, exits, extra, timesteps,
+                 context: bool = True):
     """A long rollout scored on its last window: the first block (``block_sizes`` of the clip) and ``extra``
     (traced, 0 <= extra) more blocks without gradient, then (F - 1) / block_frames window blocks with gradient.
-    Returns (B, F, H, W, C): the last latent frame before the window (clean context) and the window's blocks.
+    Returns (B, F, H, W, C): the last latent frame before the window (clean context) and the window's blocks
+    (without ``context``: the window's blocks alone, (B, F - 1, H, W, C)).
     Memory does not grow with ``extra``: the earlier blocks are a loop that keeps only the state and one frame."""
     b, f, h, w, c = shape
     first = block_sizes(f, block_frames)[0]
@@ -112,8 +114,8 @@ def long_rollout(module, params, key, embeds, mask, *, shape, block_frames, exit
                                  exit_step=exits[i + 1], timesteps=timesteps)
         return cache, x[:, -1:]
 
-    cache, context = jax.lax.fori_loop(0, extra, earlier, (cache, x[:, -1:]))
-    out = [jax.lax.stop_gradient(context)]
+    cache, last = jax.lax.fori_loop(0, extra, earlier, (cache, x[:, -1:]))
+    out = [jax.lax.stop_gradient(last)] if context else []
     for j in range((f - 1) // block_frames):
         index = 1 + extra + j
         x, cache = denoise_block(module, params, jax.random.fold_in(key, index), cache, embeds, mask,
@@ -323,19 +325,20 @@ class SelfForcingTask(_StudentTask):
         return params["generator"]
 
     def clip_layout(self, shape):
-        """(blocks of the rollout, blocks the scores see, pinned frame 0, rollout blocks at most)."""
+        """(the blocks the scores see, pinned frame 0, whether the rollout is long, rollout blocks at most)."""
         f, bf = shape[1], int(self.objective.block_frames)
-        blocks = block_sizes(f, bf)
         long = int(self.objective.long_rollout_blocks) > 0
         if long and (f - 1) % bf:
             raise ValueError(f"self_forcing: a long rollout scores one context frame and whole blocks; the clip's "
                              f"{f} latent frames minus 1 is not a multiple of objective.block_frames={bf}")
-        most = 1 + int(self.objective.long_rollout_blocks) + (f - 1) // bf if long else len(blocks)
-        return blocks, long, most
+        most = 1 + int(self.objective.long_rollout_blocks) + (f - 1) // bf if long else len(block_sizes(f, bf))
+        pin = long and self.objective.window_context
+        scored = block_sizes(f if pin or not long else f - 1, bf)
+        return scored, pin, long, most
 
     def samples(self, params, key, embeds, mask, shape):
         """The student's rollout (B, F, H, W, C) (gradient to ``params`` through each scored block's exit step)."""
-        blocks, long, most = self.clip_layout(shape)
+        blocks, _, long, most = self.clip_layout(shape)
         k_exit, k_noise, k_extra = jax.random.split(key, 3)
         timesteps = tuple(self.objective.timesteps)
         exits = jax.random.randint(k_exit, (most,), 0, len(timesteps))
@@ -345,7 +348,7 @@ class SelfForcingTask(_StudentTask):
         extra = jax.random.randint(k_extra, (), 0, int(self.objective.long_rollout_blocks) + 1)
         return long_rollout(self.module, params, k_noise, embeds, mask, shape=shape,
                             block_frames=int(self.objective.block_frames), exits=exits, extra=extra,
-                            timesteps=timesteps)
+                            timesteps=timesteps, context=bool(self.objective.window_context))
 
     def _velocity(self, module, params, embeds, mask, guidance, *, cfg, pin, blocks):
         def v(xt, t):
@@ -359,8 +362,8 @@ class SelfForcingTask(_StudentTask):
         embeds, mask = batch["text_embeds"], batch["text_mask"].astype(jnp.int32)
         shape = batch["latents"].shape
         b = shape[0]
-        blocks, pin, _ = self.clip_layout(shape)
-        weight = jnp.ones((1, shape[1], 1, 1, 1), jnp.float32)
+        blocks, pin, _, _ = self.clip_layout(shape)
+        weight = jnp.ones((1, sum(blocks), 1, 1, 1), jnp.float32)
         if pin:
             weight = weight.at[:, 0].set(0.0)
         keys = jax.random.split(rng, 6)
@@ -381,7 +384,7 @@ class SelfForcingTask(_StudentTask):
             x = self.samples(jax.lax.stop_gradient(p["generator"]), keys[0], embeds, mask, shape)
             return jnp.zeros((), jnp.float32), jax.lax.stop_gradient(x)
 
-        generator_turn = step % int(obj.generator_every) == 0
+        generator_turn = jnp.asarray(step) % int(obj.generator_every) == 0
         dmd, x = jax.lax.cond(generator_turn, generator_step, critic_only, params)
         t = dmd_timesteps(keys[3], b, obj.dmd_shift, obj.min_timestep, obj.max_timestep)
         noise = jax.random.normal(keys[4], x.shape, jnp.float32)
