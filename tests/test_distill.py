@@ -303,9 +303,10 @@ def test_long_rollout_step_memory_does_not_grow_with_the_rollout_length(teacher)
 
 # -- the ODE pairs ---------------------------------------------------------------------------------------------------
 
-def test_ode_pairs_resumed_after_an_interruption_equal_an_uninterrupted_run(tmp_path, teacher, ode_cache):
+def test_ode_pairs_resumed_after_an_interruption_equal_an_uninterrupted_run(tmp_path, teacher, ode_cache,
+                                                                           monkeypatch):
     from sana_jax.training import ode_pairs
-    from sana_jax.training.data.latent_cache import LatentCacheExamples, decode_record, read_metadata
+    from sana_jax.training.data.latent_cache import LatentCacheExamples, read_metadata
 
     pairs, prompts = ode_cache
     out = tmp_path / "pairs"
@@ -320,13 +321,11 @@ def test_ode_pairs_resumed_after_an_interruption_equal_an_uninterrupted_run(tmp_
             raise KeyboardInterrupt
         return real_write(self, **kw)
 
-    latent_cache.LatentCacheWriter.write = failing_write
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(latent_cache.LatentCacheWriter, "write", failing_write)
         with pytest.raises(KeyboardInterrupt):
             ode_pairs.generate(teacher, prompts, str(out), clips=16, block_frames=2, guidance=3.0, steps_per_level=2,
                                batch_size=4, records_per_shard=8, progress=False)
-    finally:
-        latent_cache.LatentCacheWriter.write = real_write
     assert not out.exists() and (tmp_path / "pairs.partial").is_dir()
     with pytest.raises(ValueError, match="other settings"):
         ode_pairs.generate(teacher, prompts, str(out), clips=16, block_frames=2, guidance=4.0, steps_per_level=2,
@@ -338,11 +337,11 @@ def test_ode_pairs_resumed_after_an_interruption_equal_an_uninterrupted_run(tmp_
     assert meta["count"] == 16 and meta["latent_shape"] == [5, 5, 4, 4, 4]
     a, b = LatentCacheExamples(pairs), LatentCacheExamples(out)
     for i in range(16):
-        x, y = decode_record(a._source[i]), decode_record(b._source[i])
+        x, y = a.record(i), b.record(i)
         assert x["caption"] == y["caption"]
         np.testing.assert_array_equal(x["latents"], y["latents"])
     # Index 0 of each trajectory is the stream's initial noise of each block; the end is the teacher's sample.
-    first = decode_record(a._source[0])["latents"]
+    first = a.record(0)["latents"]
     key = jax.random.fold_in(jax.random.key(0), 0)
     noise = jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, 0), 1_000_000), (4, 3, 4, 4, 4))
     np.testing.assert_array_equal(first[0, :3], np.asarray(noise)[0])

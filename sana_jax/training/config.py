@@ -21,11 +21,11 @@ from typing import Any, Callable, Iterable, Mapping
 
 from sana_jax.kernels.linear_attention import IMPLEMENTATIONS
 from sana_jax.models.transformer import REMAT_POLICIES
+from sana_jax.pipeline.denoise import FEW_STEP_TIMESTEPS
 from sana_jax.training.data.config import DataConfig, read_data_config
 from sana_jax.training.objective import BLOCK_MODES
 
 TASKS = ("dit", "autoencoder", "ode_init", "self_forcing")
-FEW_STEP_TIMESTEPS = (1000, 960, 889, 727)  # sana_jax.pipeline.denoise (not imported: it needs the models)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -295,8 +295,6 @@ def read_training_config(config: Any) -> TrainingConfig:
     _check_known("", raw, field_names(TrainingConfig))
     sections = {}
     for name, classes in SECTIONS.items():
-        if name in raw and raw[name] is None and name == "critic_optim":  # written as null by earlier runs
-            continue
         if name in raw:
             if task not in classes:
                 raise TrainingConfigError(f"{name}: a section of task {' / '.join(classes)} only; this is task "

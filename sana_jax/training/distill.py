@@ -176,11 +176,10 @@ def _causal(arch: SanaVideoTransformerConfig) -> SanaVideoCausalTransformerConfi
     return SanaVideoCausalTransformerConfig(**{f.name: getattr(arch, f.name) for f in dataclasses.fields(arch)})
 
 
-def _check_geometry(arch, block_frames: int, where: str) -> None:
+def _check_geometry(arch, where: str) -> None:
     if arch.patch[0] != 1:
         raise ValueError(f"{where}: the student's temporal patch is {arch.patch[0]}; block-causal distillation "
                          "needs patch_size[0] == 1")
-    del block_frames
 
 
 class _StudentTask:
@@ -224,7 +223,7 @@ class OdeInitTask(_StudentTask):
         from sana_jax.training.tasks import build_dit
 
         arch, module, pretrained = build_dit(config.model, config.model.init_from)
-        _check_geometry(arch, config.objective.block_frames, "ode_init")
+        _check_geometry(arch, "ode_init")
         return cls(_causal(arch), module, config.objective, config.optim, pretrained)
 
     def _clip_prefix(self) -> tuple[int, ...]:
@@ -288,7 +287,7 @@ class SelfForcingTask(_StudentTask):
 
         obj = config.objective
         arch, module, generator = build_dit(config.model, config.model.init_from)
-        _check_geometry(arch, obj.block_frames, "self_forcing")
+        _check_geometry(arch, "self_forcing")
         teacher_path = _transformer_folder(obj.teacher, "objective.teacher")
         _, teacher_module, teacher = build_dit(config.model, teacher_path)
         critic_path = _transformer_folder(obj.critic_init_from, "objective.critic_init_from") \
@@ -350,10 +349,12 @@ class SelfForcingTask(_StudentTask):
                             block_frames=int(self.objective.block_frames), exits=exits, extra=extra,
                             timesteps=timesteps, context=bool(self.objective.window_context))
 
-    def _velocity(self, module, params, embeds, mask, guidance, *, cfg, pin, blocks):
+    def _velocity(self, module, params, embeds, mask, guidance, *, cfg, pin, blocks, frozen=True):
+        """v(x_t, t (B,)) of a score model over the scored clip; ``frozen``: no gradient to its params."""
         def v(xt, t):
-            return denoise.guided_velocity(module, jax.lax.stop_gradient(params), xt, t[:, None], embeds, mask,
-                                           guidance, cfg=cfg, pin=pin, per_frame=True, block_sizes=blocks)
+            p = jax.lax.stop_gradient(params) if frozen else params
+            return denoise.guided_velocity(module, p, xt, t[:, None], embeds, mask, guidance, cfg=cfg, pin=pin,
+                                           per_frame=True, block_sizes=blocks)
         return v
 
     def loss(self, params, batch, rng, step=0):
@@ -388,11 +389,9 @@ class SelfForcingTask(_StudentTask):
         dmd, x = jax.lax.cond(generator_turn, generator_step, critic_only, params)
         t = dmd_timesteps(keys[3], b, obj.dmd_shift, obj.min_timestep, obj.max_timestep)
         noise = jax.random.normal(keys[4], x.shape, jnp.float32)
-
-        def critic_velocity(xt, tt):
-            return denoise.guided_velocity(self.critic_module, params["critic"], xt, tt[:, None], embeds, mask, 1.0,
-                                           cfg=False, pin=pin, per_frame=True, block_sizes=blocks)
-        critic = critic_loss(x, noise, t, critic_velocity, weight, pin=pin)
+        trained = self._velocity(self.critic_module, params["critic"], embeds, mask, 1.0, cfg=False, pin=pin,
+                                 blocks=blocks, frozen=False)
+        critic = critic_loss(x, noise, t, trained, weight, pin=pin)
         return dmd + critic, {"dmd": dmd, "critic": critic, "generator_step": generator_turn.astype(jnp.float32),
                               "sample_abs_mean": jnp.mean(jnp.abs(x))}
 

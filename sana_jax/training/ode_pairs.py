@@ -42,7 +42,7 @@ def generate(teacher: str, prompts: str, out: str, *, clips: int, block_frames: 
     from sana_jax import _io
     from sana_jax.components import load_component
     from sana_jax.pipeline.stream import block_sizes
-    from sana_jax.training.data.latent_cache import (METADATA, LatentCacheExamples, LatentCacheWriter, decode_record,
+    from sana_jax.training.data.latent_cache import (METADATA, LatentCacheExamples, LatentCacheWriter,
                                                      read_null_text)
     from sana_jax.training.distill import _transformer_folder, teacher_trajectories
 
@@ -93,7 +93,7 @@ def generate(teacher: str, prompts: str, out: str, *, clips: int, block_frames: 
     while writer.count < clips:
         start = writer.count
         n = min(batch_size, clips - start)
-        rows = [decode_record(source._source[i % len(source)]) for i in range(start, start + n)]
+        rows = [source.record(i % len(source)) for i in range(start, start + n)]
         embeds = np.stack([r["text_embeds"] for r in rows])
         mask = np.stack([r["text_mask"] for r in rows])
         states = np.asarray(trajectories(params, jax.random.fold_in(key, start // batch_size), embeds, mask))

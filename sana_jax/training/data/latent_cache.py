@@ -201,9 +201,13 @@ class LatentCacheExamples:
     def __len__(self) -> int:
         return int(self.metadata["count"])
 
+    def record(self, index: int) -> dict:
+        """Record ``index`` whole, caption included (``decode_record``); ValueError if it is malformed."""
+        return decode_record(self._source[index])
+
     def __call__(self, index: int) -> dict | Unreadable:
         try:
-            record = decode_record(self._source[index])
+            record = self.record(index)
         except Exception as e:  # noqa: BLE001 -- a corrupt record is skipped and counted, not fatal
             shard = self.metadata["shards"][int(np.searchsorted(self._shard_ends, index, side="right"))]["file"]
             return Unreadable(f"{os.path.join(self.folder, shard)} record {index}", describe(e))
