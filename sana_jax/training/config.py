@@ -170,6 +170,10 @@ class AutoencoderObjectiveConfig:
                                      _number(0, strict=False), 0.0)
     foreground_weight: float = _field("pixels weigh 1 + this * their distance from the frame's median colour",
                                       _number(0, strict=False), 0.0)
+    decoder_window: int = _field(
+        "0: encoder and decoder trained together. k > 0 (AutoencoderKLWan): the decoder alone, the encoder frozen, "
+        "on each latent frame as the encoder makes it in a clip of k latent frames (a window ending at or after "
+        "it), so long decodes meet the latents a model trained on k-latent-frame clips generates", _int(0), 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,7 +329,21 @@ def read_training_config(config: Any) -> TrainingConfig:
         raise TrainingConfigError("model.architecture: missing; the config needs model.architecture (diffusers "
                                   "config.json keys) or model.init_from (a component folder)")
     values["data"] = read_data_config(sections["data"])
+    if task == "autoencoder" and values["objective"].decoder_window:
+        _check_decoder_window(values["objective"].decoder_window, values["model"], values["data"])
     return TrainingConfig(**values)
+
+
+def _check_decoder_window(k: int, model, data) -> None:
+    if model.class_name != "AutoencoderKLWan":
+        raise TrainingConfigError(f"objective.decoder_window={k}: a causal video autoencoder's option "
+                                  f"(model.class_name 'AutoencoderKLWan'); this is {model.class_name!r}")
+    if k < 2:
+        raise TrainingConfigError(f"objective.decoder_window={k}: expected 0 (off) or >= 2 latent frames")
+    needed = 1 + 4 * k   # one latent frame more than the window (the Wan VAE's 4x in time): some frame is past it
+    if data.frames < needed:
+        raise TrainingConfigError(f"data.frames={data.frames}: objective.decoder_window={k} needs clips longer "
+                                  f"than the window, at least {needed} frames")
 
 
 def _check_known(section: str, raw: Mapping[str, Any], valid: Iterable[str]) -> None:

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from sana_jax.components import REGISTRY, load_component
 from sana_jax.config import AutoencoderDCConfig, AutoencoderKLWanConfig, SanaVideoTransformerConfig
@@ -149,7 +150,8 @@ class AutoencoderTask:
     """An autoencoder trained to reconstruct pixel video: MSE + ``l1_weight`` * L1 (+ ``latent_l2_weight`` *
     mean(latent²), which keeps the latent scale bounded; ``foreground_weight`` weighs pixels by their distance
     from the frame's median colour). ``model.class_name``: "AutoencoderDC" (default; frames
-    coded one by one) or "AutoencoderKLWan" (causal 3-D; its posterior mean is the latent, deterministic).
+    coded one by one) or "AutoencoderKLWan" (causal 3-D; its posterior mean is the latent, deterministic;
+    ``decoder_window`` > 0 fine-tunes its decoder alone for long decodes, see `window_latents`).
     ``batch``: video (B, F, H, W, 3)."""
 
     config: AutoencoderDCConfig | AutoencoderKLWanConfig
@@ -182,15 +184,46 @@ class AutoencoderTask:
             return params
         return jax.tree_util.tree_map(lambda a, p: jnp.asarray(p, a.dtype), nn.meta.unbox(params), self.pretrained)
 
+    ENCODER = ("encoder", "quant_conv")  # AutoencoderKLWan's encoder side, frozen with decoder_window
+
     def optimizer(self):
-        return make_optimizer(self.optim)
+        optimizer = make_optimizer(self.optim)
+        if not self.objective.decoder_window:
+            return optimizer
+        return optax.multi_transform({"trained": optimizer, "frozen": optax.set_to_zero()}, self._labels)
+
+    def _labels(self, params):
+        return {k: "frozen" if k in self.ENCODER else "trained" for k in params}
 
     def trained_model(self, params):
         return params
 
+    def window_latents(self, params, x, rng):
+        """decoder_window = k: latents (B, T, h, w, z) of video x (B, 1 + r(T - 1), H, W, 3), r the temporal
+        ratio, each latent frame t as the frozen encoder makes it at a position j in 1..k-1 of a k-latent-frame
+        window of x (frames r(t - j) .. r(t - j + k - 1)), j drawn uniformly per (clip, t) among the windows
+        inside x; frame 0 is the first window's frame 0."""
+        k, r = self.objective.decoder_window, self.config.temporal_compression_ratio
+        b, f = x.shape[:2]
+        t_all = (f - 1) // r + 1
+        starts = t_all - k + 1                      # windows start at latent frames 0 .. T - k
+        windows = jnp.stack([x[:, r * s:r * (s + k - 1) + 1] for s in range(starts)], axis=1)
+        frozen = jax.lax.stop_gradient(params)
+        z = self.module.apply({"params": frozen}, windows.reshape((b * starts,) + windows.shape[2:]),
+                              method="encode")
+        z = jax.lax.stop_gradient(z.reshape((b, starts) + z.shape[1:]))      # (B, windows, k, h, w, C)
+        t = jnp.arange(1, t_all)
+        low, high = jnp.maximum(1, t - (starts - 1)), jnp.minimum(k - 1, t)   # valid positions j of frame t
+        j = low + jnp.floor(jax.random.uniform(rng, (b, t_all - 1)) * (high - low + 1)).astype(jnp.int32)
+        picked = z[jnp.arange(b)[:, None], t[None] - j, j]                    # (B, T - 1, h, w, C)
+        return jnp.concatenate([z[:, 0, :1], picked], axis=1)
+
     def loss(self, params, batch, rng, step=0):
         x = batch["video"].astype(jnp.float32)
-        latents = self.module.apply({"params": params}, x, method="encode")
+        if self.objective.decoder_window:
+            latents = self.window_latents(params, x, rng)
+        else:
+            latents = self.module.apply({"params": params}, x, method="encode")
         recon = self.module.apply({"params": params}, latents, method="decode").astype(jnp.float32)
         # foreground_weight > 0: pixels far from their frame's median colour (a small object on a plain
         # background) weigh 1 + w * distance, so the reconstruction cannot settle on the background alone.
