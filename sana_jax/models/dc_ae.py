@@ -165,6 +165,8 @@ class DCAutoencoder(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
+    HOLDS_FRAMES = False  # frames are coded one by one: nothing is held back between decode runs
+
     def setup(self):  # the config was checked once, when the component was built (``check_config``)
         self.encoder = DCEncoder(self.config, dtype=self.dtype, param_dtype=self.param_dtype)
         self.decoder = DCDecoder(self.config, dtype=self.dtype, param_dtype=self.param_dtype)

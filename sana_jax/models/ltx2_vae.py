@@ -431,6 +431,8 @@ class AutoencoderKLLTX2Video(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
+    HOLDS_FRAMES = True  # non-causal in time: a stream's runs lag, and its last run (mode "last") flushes them
+
     def setup(self):  # the config was checked once, when the component was built (``check_supported``)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         c = self.config.latent_channels

@@ -144,6 +144,8 @@ class AutoencoderKLWan(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
+    HOLDS_FRAMES = False  # causal: a decode run's frames are final, a stream's last run needs no flush
+
     def setup(self):  # the config was checked once, when the component was built (``check_supported``)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         z = self.config.z_dim

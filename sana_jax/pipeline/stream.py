@@ -64,6 +64,7 @@ class BlockStreamer:
         batch = 2 * b if cfg else b
         cache = init_cache(pipe.transformer.config, batch, h // ph, w // pw, pipe.transformer.module.dtype)
         vae_state = pipe.vae.module.init_stream_state()
+        flush = pipe.vae.module.HOLDS_FRAMES
         key = jax.random.key(seed)
         offset = 0
         for index, size in enumerate(blocks):
@@ -78,9 +79,10 @@ class BlockStreamer:
             if not bool(all_finite(x)):
                 raise NonFiniteError(f"denoising ({where})")
             # The first chunks of a non-causal decoder are short (frames still crossing its layers); the last
-            # run flushes what it held back.
+            # run flushes what it held back. A causal decoder holds nothing back: its last run is a stream run
+            # (one compilation fewer).
             video, video_ok, vae_state = self._decode(pipe.vae.params, x, vae_state,
-                                                      mode="last" if last else "stream")
+                                                      mode="last" if last and flush else "stream")
             require_finite(video_ok, f"the VAE decode ({where})")
             yield x, video
 
