@@ -201,21 +201,29 @@ class AutoencoderTask:
     def window_latents(self, params, x, rng):
         """decoder_window = k: latents (B, T, h, w, z) of video x (B, 1 + r(T - 1), H, W, 3), r the temporal
         ratio, each latent frame t as the frozen encoder makes it at a position j in 1..k-1 of a k-latent-frame
-        window of x (frames r(t - j) .. r(t - j + k - 1)), j drawn uniformly per (clip, t) among the windows
-        inside x; frame 0 is the first window's frame 0."""
+        window of x (frames r(t - j) .. r(t - j + k - 1)); frame 0 is the first window's frame 0.
+
+        The windows tile the clip with stride k - 1 from a random offset o (0..k-2) per clip, clamped inside it:
+        frame t sits at j = ((t - 1 + o) mod (k - 1)) + 1 of its window (uniform over 1..k-1 away from the clip's
+        ends), and the encoder runs on ~T / (k - 1) windows, not T - k + 1."""
         k, r = self.objective.decoder_window, self.config.temporal_compression_ratio
         b, f = x.shape[:2]
         t_all = (f - 1) // r + 1
-        starts = t_all - k + 1                      # windows start at latent frames 0 .. T - k
-        windows = jnp.stack([x[:, r * s:r * (s + k - 1) + 1] for s in range(starts)], axis=1)
+        count = (t_all + k - 4) // (k - 1) + 1      # windows a clip needs whatever its offset
+        offset = jax.random.randint(rng, (b,), 0, k - 1)
+        starts = jnp.clip((k - 1) * jnp.arange(count)[None] - offset[:, None], 0, t_all - k)   # (B, count)
+        length = r * (k - 1) + 1
+        take = jax.vmap(jax.vmap(lambda clip, s: jax.lax.dynamic_slice_in_dim(clip, r * s, length, axis=0),
+                                 in_axes=(None, 0)))
+        windows = take(x, starts)                                   # (B, count, length, H, W, 3)
         frozen = jax.lax.stop_gradient(params)
-        z = self.module.apply({"params": frozen}, windows.reshape((b * starts,) + windows.shape[2:]),
+        z = self.module.apply({"params": frozen}, windows.reshape((b * count,) + windows.shape[2:]),
                               method="encode")
-        z = jax.lax.stop_gradient(z.reshape((b, starts) + z.shape[1:]))      # (B, windows, k, h, w, C)
+        z = jax.lax.stop_gradient(z.reshape((b, count) + z.shape[1:]))       # (B, count, k, h, w, C)
         t = jnp.arange(1, t_all)
-        low, high = jnp.maximum(1, t - (starts - 1)), jnp.minimum(k - 1, t)   # valid positions j of frame t
-        j = low + jnp.floor(jax.random.uniform(rng, (b, t_all - 1)) * (high - low + 1)).astype(jnp.int32)
-        picked = z[jnp.arange(b)[:, None], t[None] - j, j]                    # (B, T - 1, h, w, C)
+        m = (t[None] - 1 + offset[:, None]) // (k - 1)                       # (B, T - 1): the window of frame t
+        j = t[None] - jnp.take_along_axis(starts, m, axis=1)
+        picked = z[jnp.arange(b)[:, None], m, j]                              # (B, T - 1, h, w, C)
         return jnp.concatenate([z[:, 0, :1], picked], axis=1)
 
     def loss(self, params, batch, rng, step=0):
