@@ -103,11 +103,11 @@ def few_step(module, params, noise, key, embeds, mask, guidance_scale=1.0, *, cf
         x = noisy.at[:, :1].set(x0[:, :1]) if pin else noisy
         return x, first_non_finite_step(bad, j, x)
 
+    # A loop, not unrolled: the DiT is compiled once for every step (a long stream's compile time is most of it).
     carry = (noise, jnp.int32(-1))
     if exit_step is None:
         exit_step = last
-        for j in range(last):  # unrolled: sampling runs a fixed, short schedule
-            carry = renoise(j, carry)
+        carry = jax.lax.fori_loop(0, last, renoise, carry)
     else:
         frozen = jax.lax.stop_gradient(params)  # a loop of traced length cannot be differentiated: none is needed
         carry = jax.lax.fori_loop(0, exit_step, lambda j, c: renoise(j, c, frozen), carry)
