@@ -8,6 +8,13 @@
         --config.data.frames=9 --config.optim.lr=0.001 --config.total_steps=6000
     python train.py --config configs/demo_autoencoder.py --workdir runs/demo_autoencoder    # 17 frames, to 7500
 
+Then the decoder alone, for long causal decodes (a stream decodes a minute as one causal sequence; the encoder is
+frozen and makes each latent frame in a 17-frame window, as the DiT's training latents were made):
+
+    python train.py --config configs/demo_autoencoder.py --workdir runs/demo_vae_long \
+        --config.model.init_from=runs/parts/vae --config.objective.decoder_window=5 --config.data.frames=97 \
+        --config.optim.lr=2e-4 --config.optim.warmup_steps=50 --config.total_steps=1500
+
 32 x 32 pixels; a clip of 1 + 4k frames -> 1 + k latent frames of 4 x 4 x 16 (8x spatial, 4x temporal, as the
 published Wan VAE); deterministic (the posterior mean is the latent). The four commands are the shipped model's
 history (each resumes the last). Shorter clips are cheaper, but a causal video autoencoder only learns the latent

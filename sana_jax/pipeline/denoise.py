@@ -95,22 +95,21 @@ def few_step(module, params, noise, key, embeds, mask, guidance_scale=1.0, *, cf
                                                  per_frame=per_frame, cache=cache, frame_offset=frame_offset)
         return x0.at[:, :1].set(x[:, :1]) if pin else x0
 
-    def renoise(j, carry, params=params):  # step j, then x0 re-noised to the level of step j + 1
+    def renoise(j, carry, params=params):  # step j, then x0 re-noised to the level of step j + 1 (after the last: 0)
         x, bad = carry
         x0 = predict(x, j, params)
-        nxt = levels[j + 1] / 1000.0
+        nxt = jnp.append(levels, 0.0)[j + 1] / 1000.0
         noisy = (1 - nxt) * x0 + nxt * jax.random.normal(jax.random.fold_in(key, j), x.shape, jnp.float32)
         x = noisy.at[:, :1].set(x0[:, :1]) if pin else noisy
         return x, first_non_finite_step(bad, j, x)
 
-    # A loop, not unrolled: the DiT is compiled once for every step (a long stream's compile time is most of it).
     carry = (noise, jnp.int32(-1))
     if exit_step is None:
-        exit_step = last
-        carry = jax.lax.fori_loop(0, last, renoise, carry)
-    else:
-        frozen = jax.lax.stop_gradient(params)  # a loop of traced length cannot be differentiated: none is needed
-        carry = jax.lax.fori_loop(0, exit_step, lambda j, c: renoise(j, c, frozen), carry)
+        # Every step in one loop (the last re-noises to level 0: x0 itself): the DiT is compiled once, not per
+        # step; a cold stream's time is mostly compilation.
+        return jax.lax.fori_loop(0, last + 1, renoise, carry)
+    frozen = jax.lax.stop_gradient(params)  # a loop of traced length cannot be differentiated: none is needed
+    carry = jax.lax.fori_loop(0, exit_step, lambda j, c: renoise(j, c, frozen), carry)
     x, bad = carry
     x0 = predict(x, exit_step)
     return x0, first_non_finite_step(bad, exit_step, x0)

@@ -11,6 +11,7 @@ them; its state still grows over the first blocks, which retraces the decode (no
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 
 import jax
@@ -25,6 +26,7 @@ from sana_jax.pipeline.video_io import to_uint8
 SAMPLERS = ("few_step", "dpm")
 INITIAL_NOISE = 1_000_000  # fold_in tag of a block's initial noise (re-noising uses the step index)
 STREAM_INTERFACE = ("init_stream_state", "decode_chunk")  # what a VAE provides to be decoded block by block
+_COMPILER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stream-compile")
 
 
 def check_streamable(vae_module) -> None:
@@ -66,14 +68,28 @@ class BlockStreamer:
         vae_state = pipe.vae.module.init_stream_state()
         flush = pipe.vae.module.HOLDS_FRAMES
         key = jax.random.key(seed)
+        schedule = schedule if sampler == "dpm" else None
+
+        def step_args(index, offset, size):
+            first = index == 0
+            return ((pipe.transformer.params, jax.random.fold_in(key, index), cache, embeds, mask, jnp.int32(offset),
+                     jnp.float32(guidance_scale), image_latents if first else None),
+                    dict(shape=(b, size, h, w, latent_shape[-1]), schedule=schedule, cfg=cfg,
+                         pin=first and image_latents is not None))
+
+        # A later block's step (and, for a causal VAE, its decode run) compiles on a second thread while the
+        # first block compiles and runs: XLA compiles without the GIL, so a cold stream waits for one, not two.
+        later = None
+        if len(blocks) > 1:
+            later = _COMPILER.submit(self._precompile, step_args(1, blocks[0], blocks[1]), vae_state,
+                                     (b, blocks[0], h, w, latent_shape[-1]), None if flush else blocks[1])
         offset = 0
         for index, size in enumerate(blocks):
-            first, last = index == 0, index == len(blocks) - 1
-            x, cache = self._step(
-                pipe.transformer.params, jax.random.fold_in(key, index), cache, embeds, mask, jnp.int32(offset),
-                jnp.float32(guidance_scale), image_latents if first else None,
-                shape=(b, size, h, w, latent_shape[-1]), schedule=schedule if sampler == "dpm" else None, cfg=cfg,
-                pin=first and image_latents is not None)
+            last = index == len(blocks) - 1
+            if index == 1:
+                later.result()    # its errors are this stream's
+            args, static = step_args(index, offset, size)
+            x, cache = self._step(*args, **static)
             offset += size
             where = f"block {index + 1} of {len(blocks)}"
             if not bool(all_finite(x)):
@@ -85,6 +101,19 @@ class BlockStreamer:
                                                       mode="last" if last and flush else "stream")
             require_finite(video_ok, f"the VAE decode ({where})")
             yield x, video
+
+    def _precompile(self, step, vae_state, first_shape, decode_frames):
+        """Compiles the step for ``step`` = (args, static args) and, unless ``decode_frames`` is None, the stream
+        decode of a run of that many latent frames after the first run (``first_shape``)."""
+        args, static = step
+        self._step.lower(*args, **static).compile()
+        if decode_frames is not None:
+            vae = self.pipe.vae
+            latents = jax.ShapeDtypeStruct(first_shape, jnp.float32)
+            _, _, state = jax.eval_shape(functools.partial(self._decode, mode="stream"), vae.params, latents,
+                                         vae_state)
+            run = jax.ShapeDtypeStruct(first_shape[:1] + (decode_frames,) + first_shape[2:], jnp.float32)
+            self._decode.lower(vae.params, run, state, mode="stream").compile()
 
     def _block(self, tparams, key, cache, embeds, mask, offset, guidance, image_latents, *, shape, schedule, cfg,
                pin):
