@@ -37,6 +37,9 @@ def main(argv=None) -> int:
                         "(default: the folder's sample_defaults.json, else on for block-causal checkpoints)")
     p.add_argument("--block-frames", type=positive_int_arg, default=None,
                    help="latent frames per block with --stream (default: the folder's, else 10)")
+    p.add_argument("--decode-window", type=int, default=None,
+                   help="with --stream: decode each block after latent frame 0 and this many before it (0: one "
+                        "causal decode of the whole video); default: the model's sample_defaults.json")
     p.add_argument("--sampler", default=None, choices=["few_step", "dpm"],
                    help="with --stream: LongSANA few-step (no CFG) or the folder's multistep scheduler with CFG")
     args = p.parse_args(argv)
@@ -52,11 +55,12 @@ def main(argv=None) -> int:
             raise FileNotFoundError(f"--model {model}: no such folder")
         d = merge_defaults(model, height=args.height, width=args.width, frames=args.frames, steps=args.steps,
                            guidance=args.guidance, fps=args.fps, stream=args.stream, block_frames=args.block_frames,
-                           sampler=args.sampler)
+                           sampler=args.sampler, decode_window=args.decode_window)
         stream = d.get("stream")   # None: streams for block-causal checkpoints
         extra = {}
         if stream is not False:
-            extra = dict(block_frames=d.get("block_frames", 10), sampler=d.get("sampler", "few_step"))
+            extra = dict(block_frames=d.get("block_frames", 10), sampler=d.get("sampler", "few_step"),
+                         decode_window=d.get("decode_window", 0))
         sample_to_file(model, args.prompt, args.out, image=args.image, fps=d["fps"], dtype=args.dtype, stream=stream,
                        negative_prompt=args.negative_prompt, height=d["height"], width=d["width"], frames=d["frames"],
                        num_inference_steps=d["steps"], guidance_scale=d["guidance"], seed=args.seed, **extra)

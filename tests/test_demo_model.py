@@ -100,3 +100,18 @@ def test_demo_through_convert_to_torch_gives_diffusers_frames(tmp_path):
     expected = np.round(np.clip(np.asarray(ref), 0, 1) * 255).astype(np.int16)
     assert video.shape == expected.shape == (1, shapes.FRAMES, shapes.HEIGHT, shapes.WIDTH, 3)
     assert np.abs(video.astype(np.int16) - expected).max() <= 1
+
+
+def test_load_tokenizer_resolves_the_class_autotokenizer_does_and_tokenizes_the_same():
+    from transformers import AutoTokenizer
+
+    from sana_jax.pipeline.tokenizer_files import load_tokenizer
+
+    folder = os.path.join(DEMO_MODEL, "tokenizer")
+    ours, reference = load_tokenizer(folder), AutoTokenizer.from_pretrained(folder)
+    assert type(ours) is type(reference)
+    text = ["a red circle moving left", "a zebra"]
+    a, b = (t(text, padding="max_length", max_length=12, truncation=True, return_tensors="np")
+            for t in (ours, reference))
+    np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
+    np.testing.assert_array_equal(a["attention_mask"], b["attention_mask"])

@@ -158,3 +158,42 @@ def test_causal_checkpoint_loads_and_samples_streamed_by_default(folder, tmp_pat
 
     with pytest.raises(ConfigError, match="num_frames_per_block"):
         load_component(causal / "transformer")
+
+
+def test_windowed_decode_decodes_each_block_after_the_first_frame_and_the_window_before_it(pipe, folder):
+    """decode_window = c: each block after the first is diffusers' AutoencoderKLWan decode of [latent frame 0, the c
+    latent frames before the block, the block], of which the block's frames are kept (the first block decodes
+    alone)."""
+    import torch
+    from diffusers import AutoencoderKLWan
+
+    c = 3
+    embeds, mask = pipe._conditioning("a red circle moving left", "", False, 1, None, None, 300)
+    blocks = block_sizes(14, 2)
+    pairs = list(pipe._streamer.run(embeds, mask, latent_shape=pipe.latent_shape(1, 32, 32, 53), blocks=blocks,
+                                    seed=2, sampler="few_step", schedule=None, guidance_scale=1.0, cfg=False,
+                                    image_latents=None, decode_window=c))
+    z = np.concatenate([np.asarray(x) for x, _ in pairs], axis=1)
+    reference = AutoencoderKLWan.from_pretrained(folder / "vae").eval()
+    mean = np.asarray(reference.config.latents_mean, np.float32)
+    std = np.asarray(reference.config.latents_std, np.float32)
+
+    def decode(latents):
+        raw = torch.from_numpy(np.transpose(latents * std + mean, (0, 4, 1, 2, 3)))
+        with torch.no_grad():
+            video = reference.decode(raw).sample.clamp(-1, 1).numpy()
+        return to_uint8(np.transpose(video, (0, 2, 3, 4, 1)))
+
+    offset = 0
+    for (_, video), size in zip(pairs, blocks):
+        if offset == 0:
+            want = decode(z[:, :size])
+        else:
+            before = z[:, :offset] if offset <= c + 1 else np.concatenate([z[:, :1], z[:, offset - c:offset]], 1)
+            want = decode(np.concatenate([before, z[:, offset:offset + size]], axis=1))[:, -4 * size:]
+        got = np.asarray(video)
+        assert got.shape == want.shape, (offset, got.shape, want.shape)
+        assert np.abs(got.astype(np.int16) - want.astype(np.int16)).max() <= 1, offset
+        offset += size
+    with pytest.raises(ValueError, match="decode_window=-1: expected >= 0"):
+        next(iter(pipe.stream("a red circle", frames=9, block_frames=1, decode_window=-1, **SIZE)))

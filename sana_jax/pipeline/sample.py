@@ -13,13 +13,14 @@ from sana_jax.shapes import DEMO_MODEL  # noqa: F401  (sample.py's default model
 PUBLISHED_DEFAULTS = {"height": 480, "width": 832, "frames": 81, "steps": 50, "guidance": 6.0, "fps": 16}
 SAMPLE_DEFAULTS_FILE = "sample_defaults.json"
 _DEFAULT_KEYS = {"height": int, "width": int, "frames": int, "steps": int, "guidance": float, "fps": int,
-                 "stream": bool, "block_frames": int, "sampler": str}
+                 "stream": bool, "block_frames": int, "sampler": str, "decode_window": int}
+STREAM_ONLY = ("block_frames", "sampler", "decode_window")  # settings of SanaVideoPipeline.stream alone
 
 
 def read_sample_defaults(model: str) -> dict:
     """The model folder's native sampling settings (``sample_defaults.json``: any of height, width, frames, steps,
-    guidance, fps, stream, block_frames, sampler) over the published defaults. Unknown keys or wrong types are
-    an error naming the file and key."""
+    guidance, fps, stream, block_frames, sampler, decode_window) over the published defaults. Unknown keys or
+    wrong types are an error naming the file and key."""
     defaults = dict(PUBLISHED_DEFAULTS)
     path = os.path.join(model, SAMPLE_DEFAULTS_FILE)
     if not os.path.isfile(path):
@@ -89,6 +90,8 @@ def check_request(model: str, stream: bool | None, call_kwargs: dict) -> bool:
         block_sizes(shape[1], args["block_frames"])
         if args["sampler"] not in SAMPLERS:
             raise ValueError(f"sampler={args['sampler']!r}; expected one of {SAMPLERS}")
+        if args["decode_window"] < 0:
+            raise ValueError(f"decode_window={args['decode_window']}; expected >= 0 (0: one causal decode)")
     return stream
 
 
@@ -112,7 +115,7 @@ def sample_to_file(model: str, prompt: str, out: str, *, image: str | None = Non
     start = time.perf_counter()
     pipe = SanaVideoPipeline.from_pretrained(model, dtype=dtype)
     log(f"loaded {model} in {time.perf_counter() - start:.1f} s")
-    stream_only = {k: call_kwargs.pop(k) for k in ("block_frames", "sampler") if k in call_kwargs}
+    stream_only = {k: call_kwargs.pop(k) for k in STREAM_ONLY if k in call_kwargs}
     if stream:
         return _stream_to_file(pipe, prompt, out, image=image, fps=fps, log=log, **call_kwargs, **stream_only)
     frames = pipe(prompt, image=image, progress=True, **call_kwargs)

@@ -24,7 +24,7 @@ from sana_jax.config import ConfigError, read_json
 from sana_jax.pipeline import denoise
 from sana_jax.pipeline import prompts as prompt_lib
 from sana_jax.pipeline.finite import NonFiniteError, require_finite
-from sana_jax.pipeline.tokenizer_files import check_tokenizer_folder
+from sana_jax.pipeline.tokenizer_files import load_tokenizer
 from sana_jax.pipeline.stream import SAMPLERS, BlockStreamer, block_sizes, check_streamable
 from sana_jax.pipeline.video_io import load_image, to_uint8
 from sana_jax.schedulers import load_scheduler
@@ -162,8 +162,6 @@ class SanaVideoPipeline:
         ``transformer_options`` go to the transformer's module; its layers run under ``nn.scan`` unless
         ``scan_layers=False``: compiled once rather than once per layer (half a 60-s demo stream's time on CPU).
         """
-        from transformers import AutoTokenizer
-
         path = os.fspath(path)
         index_path = os.path.join(path, "model_index.json")
         if not os.path.isfile(index_path):
@@ -175,8 +173,7 @@ class SanaVideoPipeline:
                                   f"{sorted(k for k in index if not k.startswith('_'))})")
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype={dtype!r}; expected 'float32' or 'bfloat16'")
-        check_tokenizer_folder(os.path.join(path, "tokenizer"))
-        tokenizer = AutoTokenizer.from_pretrained(os.path.join(path, "tokenizer"))
+        tokenizer = load_tokenizer(os.path.join(path, "tokenizer"))
         text_encoder = load_component(os.path.join(path, "text_encoder"), dtype=dtype)
         transformer = load_component(os.path.join(path, "transformer"), dtype=dtype,
                                      **{"scan_layers": True, **transformer_options})
@@ -297,13 +294,15 @@ class SanaVideoPipeline:
                block_frames: int = 10, sampler: str = "few_step", num_inference_steps: int = 50,
                guidance_scale: float = 6.0, seed: int = 0, image=None, num_videos_per_prompt: int = 1,
                motion_score: int | None = None, instruction=prompt_lib.COMPLEX_HUMAN_INSTRUCTION,
-               max_sequence_length: int = 300):
+               max_sequence_length: int = 300, decode_window: int = 0):
         """Long video block by block in constant memory: yields uint8 chunks (B, f, H, W, 3) as they are decoded.
 
         Blocks of ``block_frames`` latent frames (the first absorbs the remainder). ``sampler="few_step"``: the
         LongSANA schedule (t = 1000, 960, 889, 727 with re-noising; no CFG, for causal checkpoints);
         ``sampler="dpm"``: the folder's multistep scheduler with ``num_inference_steps`` and CFG (a state is carried
-        per CFG branch). ``image``: the first frame (image-to-video).
+        per CFG branch). ``image``: the first frame (image-to-video). ``decode_window`` = c > 0: each block is
+        decoded after the first latent frame and the c before it only, as a clip of the length a causal VAE was
+        trained on (`BlockStreamer.run`); 0: the whole video as one causal sequence.
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r}; expected one of {SAMPLERS}")
@@ -322,7 +321,7 @@ class SanaVideoPipeline:
         schedule = self.scheduler.schedule(num_inference_steps) if sampler == "dpm" else None
         for _, video in self._streamer.run(embeds, mask, latent_shape=shape, blocks=blocks, seed=seed,
                                         sampler=sampler, schedule=schedule, guidance_scale=guidance_scale,
-                                        cfg=cfg, image_latents=image_latents):
+                                        cfg=cfg, image_latents=image_latents, decode_window=decode_window):
             yield np.asarray(jax.device_get(video))
 
 

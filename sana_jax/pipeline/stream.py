@@ -56,64 +56,94 @@ class BlockStreamer:
         self._decode = jax.jit(functools.partial(_decode_run, pipe.vae.module), static_argnames=("mode",))
 
     def run(self, embeds, mask, *, latent_shape, blocks, seed, sampler, schedule, guidance_scale, cfg,
-            image_latents):
+            image_latents, decode_window: int = 0):
         """Yields (block latents (B, f, H', W', C) float32, uint8 video chunk) block after block; NaN/inf in a
-        block's latents or its decoded frames stop the stream with ``NonFiniteError`` naming the block."""
+        block's latents or its decoded frames stop the stream with ``NonFiniteError`` naming the block.
+
+        ``decode_window`` = c > 0 (a causal VAE trained on short clips): each later block is decoded afresh
+        after the video's first latent frame and the c latent frames before the block, as a clip of the length
+        the VAE was trained on, and only the block's frames are kept; 0 decodes the whole video as one causal
+        sequence (the VAE's carried state)."""
         pipe = self.pipe
         check_streamable(pipe.vae.module)
-        b, _, h, w, _ = latent_shape
+        flush = pipe.vae.module.HOLDS_FRAMES
+        if decode_window < 0 or (decode_window and flush):
+            raise ValueError(f"decode_window={decode_window}: expected 0, or > 0 with a causal VAE (the "
+                             f"{type(pipe.vae.module).__name__} VAE holds frames back)" if decode_window > 0 else
+                             f"decode_window={decode_window}: expected >= 0")
+        b, _, h, w, c = latent_shape
         ph, pw = pipe.transformer.config.patch[1:]
         batch = 2 * b if cfg else b
         cache = init_cache(pipe.transformer.config, batch, h // ph, w // pw, pipe.transformer.module.dtype)
         vae_state = pipe.vae.module.init_stream_state()
-        flush = pipe.vae.module.HOLDS_FRAMES
         key = jax.random.key(seed)
         schedule = schedule if sampler == "dpm" else None
+        ratio = pipe.vae.module.temporal_ratio
 
         def step_args(index, offset, size):
             first = index == 0
             return ((pipe.transformer.params, jax.random.fold_in(key, index), cache, embeds, mask, jnp.int32(offset),
                      jnp.float32(guidance_scale), image_latents if first else None),
-                    dict(shape=(b, size, h, w, latent_shape[-1]), schedule=schedule, cfg=cfg,
+                    dict(shape=(b, size, h, w, c), schedule=schedule, cfg=cfg,
                          pin=first and image_latents is not None))
+
+        def window_length(done, size):  # latent frames of a windowed decode run after ``done`` frames
+            return min(done, decode_window + 1) + size
 
         # A later block's step (and, for a causal VAE, its decode run) compiles on a second thread while the
         # first block compiles and runs: XLA compiles without the GIL, so a cold stream waits for one, not two.
         later = None
         if len(blocks) > 1:
-            later = _COMPILER.submit(self._precompile, step_args(1, blocks[0], blocks[1]), vae_state,
-                                     (b, blocks[0], h, w, latent_shape[-1]), None if flush else blocks[1])
+            if decode_window:
+                run = (window_length(blocks[0], blocks[1]), None, "whole")
+            else:
+                run = (blocks[1], vae_state, "stream", blocks[0])
+            later = _COMPILER.submit(self._precompile, step_args(1, blocks[0], blocks[1]), (b, h, w, c),
+                                     None if flush else run)
         offset = 0
+        history = None  # decode_window: the first latent frame and the last c before the next block
         for index, size in enumerate(blocks):
             last = index == len(blocks) - 1
             if index == 1:
                 later.result()    # its errors are this stream's
             args, static = step_args(index, offset, size)
             x, cache = self._step(*args, **static)
-            offset += size
             where = f"block {index + 1} of {len(blocks)}"
             if not bool(all_finite(x)):
                 raise NonFiniteError(f"denoising ({where})")
-            # The first chunks of a non-causal decoder are short (frames still crossing its layers); the last
-            # run flushes what it held back. A causal decoder holds nothing back: its last run is a stream run
-            # (one compilation fewer).
-            video, video_ok, vae_state = self._decode(pipe.vae.params, x, vae_state,
-                                                      mode="last" if last and flush else "stream")
+            if decode_window and index:
+                run = jnp.concatenate([history, x], axis=1)
+                video, video_ok, _ = self._decode(pipe.vae.params, run, None, mode="whole")
+                video = video[:, video.shape[1] - ratio * size:]
+            else:
+                # The first chunks of a non-causal decoder are short (frames still crossing its layers); the last
+                # run flushes what it held back. A causal decoder holds nothing back: its last run is a stream
+                # run (one compilation fewer).
+                video, video_ok, vae_state = self._decode(pipe.vae.params, x, vae_state,
+                                                          mode="last" if last and flush else "stream")
+            if decode_window:
+                seen = x if history is None else jnp.concatenate([history, x], axis=1)
+                history = seen if offset + size <= decode_window + 1 else \
+                    jnp.concatenate([seen[:, :1], seen[:, seen.shape[1] - decode_window:]], axis=1)
+            offset += size
             require_finite(video_ok, f"the VAE decode ({where})")
             yield x, video
 
-    def _precompile(self, step, vae_state, first_shape, decode_frames):
-        """Compiles the step for ``step`` = (args, static args) and, unless ``decode_frames`` is None, the stream
-        decode of a run of that many latent frames after the first run (``first_shape``)."""
+    def _precompile(self, step, latent_dims, run):
+        """Compiles the block step ``step`` = (args, static args) and, unless ``run`` is None, a decode run:
+        (latent frames, state, mode), with "stream" also the first run's latent frames (its state's source)."""
         args, static = step
         self._step.lower(*args, **static).compile()
-        if decode_frames is not None:
-            vae = self.pipe.vae
-            latents = jax.ShapeDtypeStruct(first_shape, jnp.float32)
-            _, _, state = jax.eval_shape(functools.partial(self._decode, mode="stream"), vae.params, latents,
-                                         vae_state)
-            run = jax.ShapeDtypeStruct(first_shape[:1] + (decode_frames,) + first_shape[2:], jnp.float32)
-            self._decode.lower(vae.params, run, state, mode="stream").compile()
+        if run is None:
+            return
+        vae = self.pipe.vae
+        b, h, w, c = latent_dims
+        frames, state, mode = run[:3]
+        if mode == "stream":
+            first = jax.ShapeDtypeStruct((b, run[3], h, w, c), jnp.float32)
+            _, _, state = jax.eval_shape(functools.partial(self._decode, mode="stream"), vae.params, first, state)
+        self._decode.lower(vae.params, jax.ShapeDtypeStruct((b, frames, h, w, c), jnp.float32), state,
+                           mode=mode).compile()
 
     def _block(self, tparams, key, cache, embeds, mask, offset, guidance, image_latents, *, shape, schedule, cfg,
                pin):

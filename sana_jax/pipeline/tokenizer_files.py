@@ -70,3 +70,18 @@ def check_tokenizer_folder(folder: str | os.PathLike) -> None:
     if not any(os.path.isfile(path) for path in candidates):
         raise WeightFileError(f"{folder}: no vocabulary for the tokenizer (none of {list(VOCABULARY_FILES)}, nor a "
                               f"file {TOKENIZER_CONFIG} names); transformers would map every word to <unk>")
+
+
+def load_tokenizer(folder: str | os.PathLike):
+    """``check_tokenizer_folder``, then the tokenizer: the class its ``tokenizer_config.json`` names, taken from
+    transformers directly when it has it (as AutoTokenizer would resolve it, without AutoTokenizer's imports of
+    torch: a second of a cold start), else ``AutoTokenizer``."""
+    import transformers
+
+    check_tokenizer_folder(folder)
+    config_path = os.path.join(folder, TOKENIZER_CONFIG)
+    name = read_json(config_path).get("tokenizer_class") if os.path.isfile(config_path) else None
+    cls = getattr(transformers, name, None) if isinstance(name, str) else None
+    if not (isinstance(cls, type) and hasattr(cls, "from_pretrained")):
+        cls = transformers.AutoTokenizer
+    return cls.from_pretrained(os.fspath(folder))

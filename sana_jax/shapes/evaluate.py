@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from sana_jax.pipeline.sample import STREAM_ONLY
 from sana_jax.shapes import world
 from sana_jax.shapes.detect import detect
 
@@ -50,7 +51,7 @@ def _sample(pipe, prompts, *, seed, stream, sample_kwargs) -> np.ndarray:
     """uint8 (B, F, H, W, 3) from the pipeline: one call, or the stream's chunks joined along time."""
     if stream:
         return np.concatenate(list(pipe.stream(prompts, seed=seed, **sample_kwargs)), axis=1)
-    call_kwargs = {k: v for k, v in sample_kwargs.items() if k not in ("block_frames", "sampler")}
+    call_kwargs = {k: v for k, v in sample_kwargs.items() if k not in STREAM_ONLY}
     return np.asarray(pipe(prompts, seed=seed, **call_kwargs))
 
 
@@ -302,7 +303,7 @@ def _evaluate_cli(args, splits) -> int:
                               sampler=args.sampler)
     common = {"height": defaults["height"], "width": defaults["width"],
               "num_inference_steps": defaults["steps"], "guidance_scale": defaults["guidance"]}
-    stream_only = {k: defaults[k] for k in ("block_frames", "sampler") if k in defaults}
+    stream_only = {k: defaults[k] for k in STREAM_ONLY if k in defaults}
     stream = bool(defaults.get("stream", False))
     check_request(args.model, stream, {**common, "frames": defaults["frames"], "seed": args.seed,
                                        **(stream_only if stream else {})})
