@@ -237,10 +237,13 @@ def load_component(path: str | os.PathLike, *, config: ComponentConfig | str | o
 
 def _assemble(spec: ComponentSpec, config, flat: dict, *, source: str, options: dict) -> Component:
     module = spec.build(config, **options)
-    unscanned = module.clone(scan_layers=False) if getattr(module, "scan_layers", False) else module
-    expected = {k: v.shape for k, v in rulebook.flatten(abstract_params(spec, config, unscanned)).items()}
+    scanned = getattr(module, "scan_layers", False)
+    # Traced scanned, the module's init traces one layer, not num_layers (a second of a cold start).
+    expected = {k: v.shape for k, v in rulebook.flatten(abstract_params(spec, config, module)).items()}
+    if scanned:
+        expected = rulebook.unstack_layers(expected, spec.layer_prefix, shapes=True)
     rulebook.check_against(flat, expected, spec.rules(config), source=source)
-    if getattr(module, "scan_layers", False):
+    if scanned:
         flat = rulebook.stack_layers(flat, spec.layer_prefix, config.num_layers)
     cast = options.get("param_dtype")
     params = {k: jnp.asarray(v, dtype=cast) for k, v in flat.items()}

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sana_jax import _compile
 from sana_jax.components import REGISTRY, Component, load_component
 from sana_jax.config import ConfigError, read_json
 from sana_jax.pipeline import denoise
@@ -150,9 +151,9 @@ class SanaVideoPipeline:
         self.timings: dict[str, float] = {}
         self._progress = _StepProgress()
         self._streamer = BlockStreamer(self)
-        self._denoise = jax.jit(functools.partial(_denoise, transformer.module, self._progress),
+        self._denoise = _compile.jit(functools.partial(_denoise, transformer.module, self._progress),
                                 static_argnames=("schedule", "image_to_video", "cfg", "progress"))
-        self._decode = jax.jit(functools.partial(_decode, vae.module))
+        self._decode = _compile.jit(functools.partial(_decode, vae.module))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", **transformer_options):

@@ -17,6 +17,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from sana_jax import _compile
 from sana_jax.models.transformer import init_cache
 from sana_jax.pipeline import denoise
 from sana_jax.pipeline.denoise import FEW_STEP_TIMESTEPS
@@ -52,8 +53,8 @@ class BlockStreamer:
     def __init__(self, pipe):
         self.pipe = pipe
         self.traces = 0
-        self._step = jax.jit(self._block, static_argnames=("shape", "schedule", "cfg", "pin"))
-        self._decode = jax.jit(functools.partial(_decode_run, pipe.vae.module), static_argnames=("mode",))
+        self._step = _compile.jit(self._block, static_argnames=("shape", "schedule", "cfg", "pin"))
+        self._decode = _compile.jit(functools.partial(_decode_run, pipe.vae.module), static_argnames=("mode",))
 
     def run(self, embeds, mask, *, latent_shape, blocks, seed, sampler, schedule, guidance_scale, cfg,
             image_latents, decode_window: int = 0):
@@ -102,12 +103,11 @@ class BlockStreamer:
                                      None if flush else run)
         offset = 0
         history = None  # decode_window: the first latent frame and the last c before the next block
+        args, static = step_args(0, 0, blocks[0])
+        pending = self._step(*args, **static)
         for index, size in enumerate(blocks):
             last = index == len(blocks) - 1
-            if index == 1:
-                later.result()    # its errors are this stream's
-            args, static = step_args(index, offset, size)
-            x, cache = self._step(*args, **static)
+            x, cache = pending
             where = f"block {index + 1} of {len(blocks)}"
             if not bool(all_finite(x)):
                 raise NonFiniteError(f"denoising ({where})")
@@ -126,6 +126,11 @@ class BlockStreamer:
                 history = seen if offset + size <= decode_window + 1 else \
                     jnp.concatenate([seen[:, :1], seen[:, seen.shape[1] - decode_window:]], axis=1)
             offset += size
+            if not last:  # dispatched before this block's frames are awaited: the two run side by side
+                if index == 0:
+                    later.result()    # its errors are this stream's
+                args, static = step_args(index + 1, offset, blocks[index + 1])
+                pending = self._step(*args, **static)
             require_finite(video_ok, f"the VAE decode ({where})")
             yield x, video
 
@@ -141,7 +146,8 @@ class BlockStreamer:
         frames, state, mode = run[:3]
         if mode == "stream":
             first = jax.ShapeDtypeStruct((b, run[3], h, w, c), jnp.float32)
-            _, _, state = jax.eval_shape(functools.partial(self._decode, mode="stream"), vae.params, first, state)
+            _, _, state = jax.eval_shape(functools.partial(_decode_run, vae.module, mode="stream"), vae.params, first,
+                                       state)
         self._decode.lower(vae.params, jax.ShapeDtypeStruct((b, frames, h, w, c), jnp.float32), state,
                            mode=mode).compile()
 

@@ -144,14 +144,14 @@ def stack_layers(flat: Mapping[str, np.ndarray], prefix: str, num_layers: int) -
     return out
 
 
-def unstack_layers(flat: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    """Inverse of ``stack_layers``."""
+def unstack_layers(flat: Mapping[str, np.ndarray], prefix: str, *, shapes: bool = False) -> dict[str, np.ndarray]:
+    """Inverse of ``stack_layers``; ``shapes=True``: of a map key -> shape tuple."""
     out = {}
     for key, value in flat.items():
         if key.startswith(prefix + "/"):
             rest = key[len(prefix) + 1:]
-            for i in range(value.shape[0]):
-                out[f"{prefix}_{i}/{rest}"] = value[i]
+            for i in range(value[0] if shapes else value.shape[0]):
+                out[f"{prefix}_{i}/{rest}"] = tuple(value[1:]) if shapes else value[i]
         else:
             out[key] = value
     return out
