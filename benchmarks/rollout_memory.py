@@ -1,7 +1,7 @@
 """Training memory of Self-Forcing's long rollouts: XLA's compiled memory analysis of one training step (generator
 turn and critic turn in one program) at the demo model's size, for rollouts from the 5-frame clip to a minute.
 
-    python benchmarks/rollout_memory.py [--teacher sana_jax/shapes/model] [--batch 16]
+    python benchmarks/rollout_memory.py [--teacher sana_jax/shapes/teacher] [--batch 16]
 
 Prints a markdown table: rollout length (latent frames, seconds at 8 fps), the step's temporary bytes, its argument
 bytes (params, optimiser state, EMA, batch) and the ratio of temporaries to the shortest rollout's. Nothing runs:
@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from sana_jax.shapes import DEMO_MODEL
+from sana_jax.shapes import DEMO_TEACHER
 from sana_jax.training import recipes
 from sana_jax.training.state import init_state, learning_rate
 from sana_jax.training.step import train_step
@@ -53,7 +53,7 @@ def _config(teacher: str, long_blocks: int):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--teacher", default=DEMO_MODEL)
+    parser.add_argument("--teacher", default=DEMO_TEACHER)
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
     rows = []

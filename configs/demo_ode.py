@@ -1,8 +1,8 @@
 """Stage 1 of the distilled demo (LongSANA ODE initialisation): the block-causal student, started from the demo
 teacher's weights, regressed onto the teacher's ODE trajectories.
 
-    python -m sana_jax.training.ode_pairs --teacher sana_jax/shapes/model --prompts runs/demo_cache \
-        --out runs/demo_ode_pairs --clips 4096 --block-frames 2 --guidance 6
+    python -m sana_jax.training.ode_pairs --teacher sana_jax/shapes/teacher --prompts runs/demo_cache \
+        --out runs/demo_ode_pairs --clips 1024 --block-frames 2 --guidance 6 --batch-size 32
     python train.py --config configs/demo_ode.py --workdir runs/demo_ode
     python -m convert to-torch runs/demo_ode runs/student_ode
 
@@ -28,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.device_peak_flops = 0.0
 
     c.model = recipes.dit_model()
-    c.model.init_from = "sana_jax/shapes/model/transformer"   # the teacher's weights
+    c.model.init_from = "sana_jax/shapes/teacher/transformer"   # the teacher's weights
     c.model.scan_layers = False
     c.model.attention_implementation = "xla"
 

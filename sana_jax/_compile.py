@@ -9,10 +9,9 @@ import functools
 
 import jax
 
-# XLA:CPU runs LLVM at -O3 by default. At -O2 the demo's stream programs compile 2-2.5x faster (block step 6-7 s ->
-# 2.6-3.2 s, windowed VAE decode 7.3 -> 4.3 s on 2 cores) and run no slower (119 vs 149 ms per block step, 160 vs
-# 199 ms per decode; runs measured with the training chain paused, README "Cold-start speed"). A cold stream's
-# time is mostly compilation. Other platforms keep XLA's defaults (not measured).
+# XLA:CPU runs LLVM at -O3 by default. At -O2 the demo stream's DiT steps compile 1.5-2x faster and its VAE decodes
+# 1.1-1.4x (benchmarks/stream_cold_start.py on 2 cores), and they run no slower; a cold stream's time is mostly
+# compilation. Other platforms keep XLA's defaults (not measured).
 CPU_OPTIONS = {"xla_backend_optimization_level": 2}
 
 
