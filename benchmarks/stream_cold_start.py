@@ -59,11 +59,10 @@ def main() -> None:
                          compiler_options=options)
         latents = lambda f: jax.ShapeDtypeStruct((b, f, h, w, c), jnp.float32)  # noqa: E731
         state = pipe.vae.module.init_stream_state()
+        lower_step = lambda args, static: step.lower(*args, **static)  # noqa: E731
         return {
-            "DiT step, first block": lambda: step.lower(*step_args(0, 0, first, cache)[0],
-                                                        **step_args(0, 0, first, cache)[1]),
-            "DiT step, later blocks": lambda: step.lower(*step_args(1, first, later, cache)[0],
-                                                         **step_args(1, first, later, cache)[1]),
+            "DiT step, first block": lambda: lower_step(*step_args(0, 0, first, cache)),
+            "DiT step, later blocks": lambda: lower_step(*step_args(1, first, later, cache)),
             "VAE decode, first block": lambda: decode.lower(pipe.vae.params, latents(first), state, mode="stream"),
             "VAE decode, windowed": lambda: decode.lower(pipe.vae.params, latents(window), None, mode="whole"),
         }
