@@ -125,6 +125,22 @@ def test_second_call_with_other_prompt_seed_and_guidance_does_not_recompile(ours
                                                                           guidance_scale=7.5, **kw)))
 
 
+def test_dropping_caption_padding_leaves_the_transformer_output_unchanged(ours):
+    """The sampling paths drop the caption positions every row masks out (``prompts.drop_padding``); the DiT on
+    the full 300 positions is the reference."""
+    embeds, mask = ours.encode_prompt([PROMPT, "a"])
+    short, short_mask = prompt_lib.drop_padding(embeds, mask)
+    assert embeds.shape[1] == 300 and short.shape[1] == 32
+    assert int(np.asarray(mask)[:, 32:].sum()) == 0 and int(np.asarray(short_mask).sum()) == int(np.asarray(mask).sum())
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 4, 4, 16)), jnp.float32)
+    t = jnp.asarray([500.0, 20.0])
+    full, trimmed = ours.transformer(x, t, embeds, mask), ours.transformer(x, t, short, short_mask)
+    np.testing.assert_allclose(np.asarray(trimmed), np.asarray(full), rtol=0, atol=1e-6)
+    # every position some row attends to is kept; a mask valid to the end keeps all of them
+    whole = jnp.ones((1, 300), jnp.int32)
+    assert prompt_lib.drop_padding(embeds[:1], whole)[0].shape[1] == 300
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(height=30), "height"), (dict(width=40), "multiples of 16"), (dict(frames=8), "frames=8"),
     (dict(output_type="pil"), "output_type"), (dict(latents=np.zeros((1, 3, 4, 4, 8))), "latents"),

@@ -270,7 +270,8 @@ class SanaVideoPipeline:
 
     def _conditioning(self, prompt, negative_prompt, cfg, num_videos_per_prompt, motion_score, instruction,
                       max_sequence_length):
-        """Text embeddings and masks for the batch: [negative; positive] stacked when ``cfg``."""
+        """Text embeddings and masks for the batch: [negative; positive] stacked when ``cfg``, without the padding
+        every row masks out (``prompts.drop_padding``)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [prompt_lib.with_motion_score(p, motion_score) for p in prompts]
         embeds, mask = self.encode_prompt(prompts, instruction=instruction, max_sequence_length=max_sequence_length)
@@ -283,7 +284,7 @@ class SanaVideoPipeline:
             neg, neg_mask = (jnp.repeat(a, num_videos_per_prompt, axis=0) for a in (neg, neg_mask))
             embeds = jnp.concatenate([neg, embeds])
             mask = jnp.concatenate([neg_mask, mask])
-        return embeds, mask
+        return prompt_lib.drop_padding(embeds, mask)
 
     def _image_latents(self, image, height, width, batch):
         """The conditioning image as normalised latents (batch, 1, H', W', C) (posterior mean)."""
