@@ -4,9 +4,11 @@ clean block at t = 0, decoded by the VAE's streaming decode (``decode_chunk``, w
 yielded as uint8 frames. Nothing grows with the video.
 
 The per-block denoising is one compiled function, traced at most twice (the first block, which may be longer and
-pins the image, and every later block). The decode is a second one, run with mode "stream", and "last" for the
-last block: a non-causal decoder (LTX-2) holds frames back, so its chunks lag the blocks and the last one flushes
-them; its state still grows over the first blocks, which retraces the decode (not the denoising) while it does.
+pins the image, and every later block). The decode is a second one, in one of two ways: the whole video as one
+causal sequence through the VAE's carried state (``_CarriedDecode``: mode "stream", and "last" for the last block:
+a non-causal decoder (LTX-2) holds frames back, so its chunks lag the blocks and the last one flushes them; its
+state still grows over the first blocks, which retraces the decode while it does), or each block in a short window
+after the video's first latent frame (``_WindowedDecode``, a few windows per VAE call).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sana_jax import _compile
 from sana_jax.models.transformer import init_cache
@@ -76,10 +79,10 @@ class BlockStreamer:
         ph, pw = pipe.transformer.config.patch[1:]
         batch = 2 * b if cfg else b
         cache = init_cache(pipe.transformer.config, batch, h // ph, w // pw, pipe.transformer.module.dtype)
-        vae_state = pipe.vae.module.init_stream_state()
         key = jax.random.key(seed)
         schedule = schedule if sampler == "dpm" else None
-        ratio = pipe.vae.module.temporal_ratio
+        decoder = (_WindowedDecode(self, blocks, decode_window) if decode_window else
+                   _CarriedDecode(self, blocks))
 
         def step_args(index, offset, size):
             first = index == 0
@@ -88,68 +91,37 @@ class BlockStreamer:
                     dict(shape=(b, size, h, w, c), schedule=schedule, cfg=cfg,
                          pin=first and image_latents is not None))
 
-        def window_length(done, size):  # latent frames of a windowed decode run after ``done`` frames
-            return min(done, decode_window + 1) + size
-
-        # A later block's step (and, for a causal VAE, its decode run) compiles on a second thread while the
-        # first block compiles and runs: XLA compiles without the GIL, so a cold stream waits for one, not two.
+        # A later block's step and the decode runs compile on a second thread while the first block compiles and
+        # runs: XLA compiles without the GIL, so a cold stream waits for one, not two.
         later = None
         if len(blocks) > 1:
-            if decode_window:
-                run = (window_length(blocks[0], blocks[1]), None, "whole")
-            else:
-                run = (blocks[1], vae_state, "stream", blocks[0])
-            later = _COMPILER.submit(self._precompile, step_args(1, blocks[0], blocks[1]), (b, h, w, c),
-                                     None if flush else run)
+            later = _COMPILER.submit(self._precompile, step_args(1, blocks[0], blocks[1]),
+                                     decoder.programs((b, h, w, c)))
         offset = 0
-        history = None  # decode_window: the first latent frame and the last c before the next block
         args, static = step_args(0, 0, blocks[0])
         pending = self._step(*args, **static)
         for index, size in enumerate(blocks):
             last = index == len(blocks) - 1
             x, cache = pending
-            where = f"block {index + 1} of {len(blocks)}"
             if not bool(all_finite(x)):
-                raise NonFiniteError(f"denoising ({where})")
-            if decode_window and index:
-                run = jnp.concatenate([history, x], axis=1)
-                video, video_ok, _ = self._decode(pipe.vae.params, run, None, mode="whole")
-                video = video[:, video.shape[1] - ratio * size:]
-            else:
-                # The first chunks of a non-causal decoder are short (frames still crossing its layers); the last
-                # run flushes what it held back. A causal decoder holds nothing back: its last run is a stream
-                # run (one compilation fewer).
-                video, video_ok, vae_state = self._decode(pipe.vae.params, x, vae_state,
-                                                          mode="last" if last and flush else "stream")
-            if decode_window:
-                seen = x if history is None else jnp.concatenate([history, x], axis=1)
-                history = seen if offset + size <= decode_window + 1 else \
-                    jnp.concatenate([seen[:, :1], seen[:, seen.shape[1] - decode_window:]], axis=1)
+                raise NonFiniteError(f"denoising (block {index + 1} of {len(blocks)})")
+            if index == 1:
+                later.result()    # its errors are this stream's
             offset += size
-            if not last:  # dispatched before this block's frames are awaited: the two run side by side
-                if index == 0:
-                    later.result()    # its errors are this stream's
+            if not last:  # dispatched before this block is decoded: the DiT and the VAE run side by side
                 args, static = step_args(index + 1, offset, blocks[index + 1])
                 pending = self._step(*args, **static)
-            require_finite(video_ok, f"the VAE decode ({where})")
-            yield x, video
+            for done, latents, video, video_ok in decoder.push(index, x):
+                require_finite(video_ok, f"the VAE decode (block {done + 1} of {len(blocks)})")
+                yield latents, video
 
-    def _precompile(self, step, latent_dims, run):
-        """Compiles the block step ``step`` = (args, static args) and, unless ``run`` is None, a decode run:
-        (latent frames, state, mode), with "stream" also the first run's latent frames (its state's source)."""
+    def _precompile(self, step, decodes):
+        """Compiles the block step ``step`` = (args, static args) and each decode run in ``decodes``: (latents,
+        state, mode) as shape structures."""
         args, static = step
         self._step.lower(*args, **static).compile()
-        if run is None:
-            return
-        vae = self.pipe.vae
-        b, h, w, c = latent_dims
-        frames, state, mode = run[:3]
-        if mode == "stream":
-            first = jax.ShapeDtypeStruct((b, run[3], h, w, c), jnp.float32)
-            _, _, state = jax.eval_shape(functools.partial(_decode_run, vae.module, mode="stream"), vae.params, first,
-                                       state)
-        self._decode.lower(vae.params, jax.ShapeDtypeStruct((b, frames, h, w, c), jnp.float32), state,
-                           mode=mode).compile()
+        for latents, state, mode in decodes:
+            self._decode.lower(self.pipe.vae.params, latents, state, mode=mode).compile()
 
     def _block(self, tparams, key, cache, embeds, mask, offset, guidance, image_latents, *, shape, schedule, cfg,
                pin):
@@ -197,3 +169,93 @@ def _decode_run(module, params, latents, state, *, mode):
     video, state = module.apply({"params": params}, latents.astype(module.dtype), state, mode,
                                 method="decode_chunk")
     return to_uint8(video), all_finite(video), state
+
+
+class _CarriedDecode:
+    """decode_window = 0: the whole video as one causal sequence, block after block through the VAE's carried
+    state. A non-causal decoder (LTX-2) holds frames back: its first chunks are short and the last run flushes."""
+
+    def __init__(self, streamer, blocks):
+        self.streamer, self.blocks = streamer, blocks
+        self.state = streamer.pipe.vae.module.init_stream_state()
+
+    def programs(self, dims):
+        """The decode runs to compile ahead: a causal VAE's second run (a non-causal one's retraces anyway)."""
+        vae = self.streamer.pipe.vae
+        if vae.module.HOLDS_FRAMES:
+            return []
+        b, h, w, c = dims
+        first = jax.ShapeDtypeStruct((b, self.blocks[0], h, w, c), jnp.float32)
+        _, _, state = jax.eval_shape(functools.partial(_decode_run, vae.module, mode="stream"), vae.params, first,
+                                     self.state)
+        return [(jax.ShapeDtypeStruct((b, self.blocks[1], h, w, c), jnp.float32), state, "stream")]
+
+    def push(self, index, x):
+        """Block ``index``'s latents -> [(index, latents, uint8 frames, all finite)], dispatched, not awaited."""
+        vae = self.streamer.pipe.vae
+        last = index == len(self.blocks) - 1 and vae.module.HOLDS_FRAMES
+        video, ok, self.state = self.streamer._decode(vae.params, x, self.state, mode="last" if last else "stream")
+        return [(index, x, video, ok)]
+
+
+class _WindowedDecode:
+    """decode_window = c > 0 (a causal VAE trained on short clips): each block is decoded afresh after the video's
+    first latent frame and the c latent frames before it, and only its frames are kept. Windows of one shape are
+    decoded ``group`` at a time, stacked on the batch axis (one VAE call, not ``group``). The first block is decoded
+    inside the second block's window when that window starts at frame 0."""
+
+    group = 4
+
+    def __init__(self, streamer, blocks, window):
+        self.streamer, self.blocks, self.window = streamer, blocks, window
+        self.history = None   # the first latent frame and the last c before the next block
+        self.queue = []       # (index, latents, window latents) waiting to be decoded
+        self.first = None     # block 0's latents, when they are decoded in block 1's window
+        self.merge_first = len(blocks) > 1 and blocks[0] <= window + 1
+
+    def _length(self, index):  # latent frames in block ``index``'s window
+        done = sum(self.blocks[:index])
+        return min(done, self.window + 1) + self.blocks[index]
+
+    def programs(self, dims):
+        b, h, w, c = dims
+        lengths = sorted({self._length(i) for i in range(1, len(self.blocks))})
+        return [(jax.ShapeDtypeStruct((self.group * b, n, h, w, c), jnp.float32), None, "whole") for n in lengths]
+
+    def push(self, index, x):
+        # The windows are put together and cut apart on the host (the latents are small; eager device ops would
+        # compile a program for every new shape, a second of a cold stream).
+        x = np.asarray(x)
+        seen = x if self.history is None else np.concatenate([self.history, x], axis=1)
+        c = self.window
+        self.history = seen if seen.shape[1] <= c + 1 else \
+            np.concatenate([seen[:, :1], seen[:, seen.shape[1] - c:]], axis=1)
+        if index == 0 and self.merge_first:
+            self.first = x
+            return []
+        out = self._decode() if self.queue and self.queue[-1][2].shape != seen.shape else []
+        self.queue.append((index, x, seen))
+        if len(self.queue) == self.group or index == len(self.blocks) - 1:
+            out += self._decode()
+        return out
+
+    def _decode(self):
+        """Decodes the queued windows in one call (padded to ``group`` with the last one, so every call of a
+        window length is one program) -> [(index, latents, frames, all finite)] in block order."""
+        queue, self.queue = self.queue, []
+        windows = [seen for _, _, seen in queue]
+        vae = self.streamer.pipe.vae
+        video, ok, _ = self.streamer._decode(vae.params, np.concatenate(windows + windows[-1:] *
+                                                                         (self.group - len(windows)), axis=0),
+                                             None, mode="whole")
+        video = np.asarray(video)
+        b, ratio = windows[0].shape[0], vae.module.temporal_ratio
+        out = []
+        for k, (index, x, _) in enumerate(queue):
+            frames = video[k * b:(k + 1) * b]
+            keep = frames.shape[1] - ratio * x.shape[1] if index else 0
+            if index == 1 and self.first is not None:  # block 0's frames lead block 1's window
+                out.append((0, self.first, frames[:, :keep], ok))
+                self.first = None
+            out.append((index, x, frames[:, keep:], ok))
+        return out
