@@ -197,7 +197,7 @@ def ode_cache(tmp_path_factory, teacher):
     return str(root / "pairs"), prompts
 
 
-@pytest.mark.parametrize("task", ["self_forcing", "ode_init"])
+@pytest.mark.parametrize("task", [pytest.param("self_forcing", marks=pytest.mark.slow), "ode_init"])
 def test_twenty_steps_equal_ten_then_resume_then_ten_bit_for_bit(tmp_path, teacher, ode_cache, task):
     extra = {"log_every": 1, "checkpoint_every": 10, "batch_size": 8}
     if task == "ode_init":
@@ -256,6 +256,7 @@ def test_the_teacher_stays_frozen_and_the_critic_learns(tmp_path, teacher):
 
 # -- sharding, memory ------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("long", [0, 3])
 def test_sharded_self_forcing_step_equals_unsharded(teacher, long):
     config = distill_config("self_forcing", teacher, **{"objective.long_rollout_blocks": long})
@@ -287,6 +288,7 @@ def test_sharded_self_forcing_step_equals_unsharded(teacher, long):
     assert program.traces == 1
 
 
+@pytest.mark.slow
 def test_long_rollout_step_memory_does_not_grow_with_the_rollout_length(teacher):
     def temp_bytes(blocks):
         config = distill_config("self_forcing", teacher, **{"objective.long_rollout_blocks": blocks})

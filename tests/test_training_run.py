@@ -60,6 +60,7 @@ def test_tiny_smoke_overfits_a_fixed_batch(tmp_path):
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
 
 
+@pytest.mark.slow
 def test_resume_onto_a_different_mesh_continues_the_run(tmp_path):
     straight, moved = tmp_path / "straight", tmp_path / "moved"
     train(_tiny(total_steps=8, checkpoint_every=4), str(straight), progress=False)
@@ -213,6 +214,7 @@ def test_dit_run_from_a_precomputed_latent_cache_fine_tunes_a_diffusers_transfor
     assert 0 < moved < 0.01  # two small AdamW steps from the diffusers weights, not from a fresh init
 
 
+@pytest.mark.slow
 def test_wan_autoencoder_run_on_the_shapes_world_exports_to_diffusers(tmp_path):
     """configs/demo_autoencoder.py (tiny architecture): the shapes data source, the foreground-weighted loss, and
     the checkpoint exported with `convert to-torch` decoding in diffusers as it does here."""

@@ -59,7 +59,9 @@ MESHES = {
 }
 
 
-@pytest.mark.parametrize("name", list(MESHES))
+# One axis at a time is the slow tier; the combined mesh (data, fsdp and sequence at once) runs by default.
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name != "combined" else name
+                                  for name in MESHES])
 def test_sharded_step_equals_unsharded_step(name):
     config, task, optimizer, batch, example = _setup(**(COMBINED if name == "combined" else {}))
     state0, loss, grads, new_ref, metrics_ref = _unsharded(name == "combined")
