@@ -1,7 +1,7 @@
 """Where a cold 60-second stream of the demo model spends its time: load, prompt, the compilation of each of the
 stream's three programs (and of the DiT step as it was before caption padding was dropped) under XLA's default
 options and under this project's (``sana_jax/_compile.py``), and the per-block run of the DiT step and the windowed
-VAE decode (``group`` windows per call, as the stream runs it), one after the other and side by side.
+VAE decode, one after the other and side by side.
 
     python benchmarks/stream_cold_start.py [--model sana_jax/shapes/model] [--blocks 60]
 
@@ -22,7 +22,7 @@ import numpy as np
 from sana_jax import SanaVideoPipeline, _compile
 from sana_jax.models.transformer import init_cache
 from sana_jax.pipeline import prompts as prompt_lib
-from sana_jax.pipeline.stream import _decode_run, _WindowedDecode, block_sizes
+from sana_jax.pipeline.stream import _decode_run, block_sizes
 from sana_jax.shapes import DEMO_MODEL
 
 
@@ -52,7 +52,6 @@ def main() -> None:
     key = jax.random.key(0)
     streamer = pipe._streamer
     window = 1 + args.decode_window + later
-    group = _WindowedDecode.group
 
     def step_args(index, offset, size, cache, text=(embeds, mask)):
         return ((pipe.transformer.params, jax.random.fold_in(key, index), cache, *text, jnp.int32(offset),
@@ -63,14 +62,14 @@ def main() -> None:
                        compiler_options=options)
         decode = jax.jit(functools.partial(_decode_run, pipe.vae.module), static_argnames=("mode",),
                          compiler_options=options)
-        windows = jax.ShapeDtypeStruct((group * b, window, h, w, c), jnp.float32)
+        windows = jax.ShapeDtypeStruct((b, window, h, w, c), jnp.float32)
         lower_step = lambda args, static: step.lower(*args, **static)  # noqa: E731
         return {
             "DiT step, first block": lambda: lower_step(*step_args(0, 0, first, cache)),
             "DiT step, later blocks": lambda: lower_step(*step_args(1, first, later, cache)),
             "DiT step, later blocks, all 300 caption positions":
                 lambda: lower_step(*step_args(1, first, later, cache, (full_embeds, full_mask))),
-            f"VAE decode, {group} windows": lambda: decode.lower(pipe.vae.params, windows, None, mode="whole"),
+            "VAE decode, windowed": lambda: decode.lower(pipe.vae.params, windows, None, mode="whole"),
         }
 
     rows, compiled = [], {}
@@ -86,12 +85,12 @@ def main() -> None:
         print(f"| {name} | {label} | {t_trace:.2f} | {t_compile:.2f} |")
 
     label = "sana_jax._compile"
-    step0, decode = compiled[label, "DiT step, first block"], compiled[label, f"VAE decode, {group} windows"]
+    step0, decode = compiled[label, "DiT step, first block"], compiled[label, "VAE decode, windowed"]
     x, cache1 = step0(*step_args(0, 0, first, cache)[0])
     history = np.asarray(jnp.concatenate([x[:, :1], x[:, x.shape[1] - args.decode_window:]], axis=1))
 
     def blocks(step, text, side_by_side: bool):
-        state, pending, step_times, decode_times, queue = cache1, None, [], [], []
+        state, pending, step_times, decode_times = cache1, None, [], []
         start = time.perf_counter()
         for i in range(args.blocks):
             t = time.perf_counter()
@@ -99,17 +98,13 @@ def main() -> None:
             if not side_by_side:
                 jax.block_until_ready(x)
                 step_times.append(time.perf_counter() - t)
-            queue.append(np.concatenate([history, np.asarray(x)], axis=1))
-            if len(queue) < group:
-                continue
             if pending is not None:
                 jax.block_until_ready(pending)
             t = time.perf_counter()
-            pending, _, _ = decode(pipe.vae.params, np.concatenate(queue), None)
-            queue = []
+            pending, _, _ = decode(pipe.vae.params, np.concatenate([history, np.asarray(x)], axis=1), None)
             if not side_by_side:
                 jax.block_until_ready(pending)
-                decode_times.append((time.perf_counter() - t) / group)
+                decode_times.append(time.perf_counter() - t)
         jax.block_until_ready(pending)
         return time.perf_counter() - start, step_times, decode_times
 
@@ -124,8 +119,8 @@ def main() -> None:
         step_times = runs[name][1]
         print(f"| {name} | {sum(step_times):.2f} | {1e3 * statistics.median(step_times):.1f} |")
     serial, _, decode_times = runs["DiT step (4 steps + state write)"]
-    print(f"| VAE decode, {window} latent frames per block, {group} blocks per call | "
-          f"{sum(decode_times) * group:.2f} | {1e3 * statistics.median(decode_times):.1f} |")
+    print(f"| windowed VAE decode ({window} latent frames) | {sum(decode_times):.2f} | "
+          f"{1e3 * statistics.median(decode_times):.1f} |")
     overlapped, _, _ = blocks(compiled[label, "DiT step, later blocks"], (embeds, mask), True)
     print(f"| one after the other | {serial:.2f} | {1e3 * serial / args.blocks:.1f} |")
     print(f"| side by side (the next step dispatched first) | {overlapped:.2f} | "

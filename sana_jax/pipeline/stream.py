@@ -8,7 +8,7 @@ pins the image, and every later block). The decode is a second one, in one of tw
 causal sequence through the VAE's carried state (``_CarriedDecode``: mode "stream", and "last" for the last block:
 a non-causal decoder (LTX-2) holds frames back, so its chunks lag the blocks and the last one flushes them; its
 state still grows over the first blocks, which retraces the decode while it does), or each block in a short window
-after the video's first latent frame (``_WindowedDecode``, a few windows per VAE call).
+after the video's first latent frame (``_WindowedDecode``).
 """
 
 from __future__ import annotations
@@ -200,30 +200,26 @@ class _CarriedDecode:
 
 class _WindowedDecode:
     """decode_window = c > 0 (a causal VAE trained on short clips): each block is decoded afresh after the video's
-    first latent frame and the c latent frames before it, and only its frames are kept. Windows of one shape are
-    decoded ``group`` at a time, stacked on the batch axis (one VAE call, not ``group``). The first block is decoded
-    inside the second block's window when that window starts at frame 0."""
-
-    group = 4
+    first latent frame and the c latent frames before it, and only its frames are kept. The first block is decoded
+    inside the second block's window when that window starts at frame 0 (one decode program fewer)."""
 
     def __init__(self, streamer, blocks, window):
         self.streamer, self.blocks, self.window = streamer, blocks, window
         self.history = None   # the first latent frame and the last c before the next block
-        self.queue = []       # (index, latents, window latents) waiting to be decoded
         self.first = None     # block 0's latents, when they are decoded in block 1's window
         self.merge_first = len(blocks) > 1 and blocks[0] <= window + 1
 
-    def _length(self, index):  # latent frames in block ``index``'s window
-        done = sum(self.blocks[:index])
-        return min(done, self.window + 1) + self.blocks[index]
-
     def programs(self, dims):
+        """The window lengths of the blocks after the first, as decode runs to compile ahead."""
         b, h, w, c = dims
-        lengths = sorted({self._length(i) for i in range(1, len(self.blocks))})
-        return [(jax.ShapeDtypeStruct((self.group * b, n, h, w, c), jnp.float32), None, "whole") for n in lengths]
+        lengths = sorted({min(sum(self.blocks[:i]), self.window + 1) + self.blocks[i]
+                          for i in range(1, len(self.blocks))})
+        return [(jax.ShapeDtypeStruct((b, n, h, w, c), jnp.float32), None, "whole") for n in lengths]
 
     def push(self, index, x):
-        # The windows are put together and cut apart on the host (the latents are small; eager device ops would
+        """Block ``index``'s latents -> [(index, latents, uint8 frames, all finite)]: none for a block 0 that waits
+        for block 1's window, both blocks with block 1."""
+        # The window is put together and cut apart on the host (the latents are small; eager device ops would
         # compile a program for every new shape, a second of a cold stream).
         x = np.asarray(x)
         seen = x if self.history is None else np.concatenate([self.history, x], axis=1)
@@ -233,29 +229,12 @@ class _WindowedDecode:
         if index == 0 and self.merge_first:
             self.first = x
             return []
-        out = self._decode() if self.queue and self.queue[-1][2].shape != seen.shape else []
-        self.queue.append((index, x, seen))
-        if len(self.queue) == self.group or index == len(self.blocks) - 1:
-            out += self._decode()
-        return out
-
-    def _decode(self):
-        """Decodes the queued windows in one call (padded to ``group`` with the last one, so every call of a
-        window length is one program) -> [(index, latents, frames, all finite)] in block order."""
-        queue, self.queue = self.queue, []
-        windows = [seen for _, _, seen in queue]
         vae = self.streamer.pipe.vae
-        video, ok, _ = self.streamer._decode(vae.params, np.concatenate(windows + windows[-1:] *
-                                                                         (self.group - len(windows)), axis=0),
-                                             None, mode="whole")
+        video, ok, _ = self.streamer._decode(vae.params, seen, None, mode="whole")
         video = np.asarray(video)
-        b, ratio = windows[0].shape[0], vae.module.temporal_ratio
+        keep = video.shape[1] - vae.module.temporal_ratio * x.shape[1] if index else 0
         out = []
-        for k, (index, x, _) in enumerate(queue):
-            frames = video[k * b:(k + 1) * b]
-            keep = frames.shape[1] - ratio * x.shape[1] if index else 0
-            if index == 1 and self.first is not None:  # block 0's frames lead block 1's window
-                out.append((0, self.first, frames[:, :keep], ok))
-                self.first = None
-            out.append((index, x, frames[:, keep:], ok))
-        return out
+        if self.first is not None:  # block 0's frames lead block 1's window
+            out.append((0, self.first, video[:, :keep], ok))
+            self.first = None
+        return out + [(index, x, video[:, keep:], ok)]
