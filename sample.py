@@ -15,6 +15,7 @@ import warnings
 
 def main(argv=None) -> int:
     from sana_jax._cli import float_arg, positive_int_arg, seed_arg
+    from sana_jax.quantize import MODES as QUANTIZE_MODES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompt", required=True)
@@ -31,6 +32,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--fps", type=positive_int_arg, default=None)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--quantize", default=None, choices=QUANTIZE_MODES,
+                   help="compute the text encoder's and the DiT's linear layers quantized (qwix)")
     p.add_argument("--out", default="video.mp4")
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                    help="long video block by block in constant memory, appended to the mp4 as it is decoded "
@@ -61,8 +64,9 @@ def main(argv=None) -> int:
         if stream is not False:
             extra = dict(block_frames=d.get("block_frames", 10), sampler=d.get("sampler", "few_step"),
                          decode_window=d.get("decode_window", 0))
-        sample_to_file(model, args.prompt, args.out, image=args.image, fps=d["fps"], dtype=args.dtype, stream=stream,
-                       negative_prompt=args.negative_prompt, height=d["height"], width=d["width"], frames=d["frames"],
+        sample_to_file(model, args.prompt, args.out, image=args.image, fps=d["fps"], dtype=args.dtype,
+                       quantize=args.quantize, stream=stream, negative_prompt=args.negative_prompt,
+                       height=d["height"], width=d["width"], frames=d["frames"],
                        num_inference_steps=d["steps"], guidance_scale=d["guidance"], seed=args.seed, **extra)
 
     warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)

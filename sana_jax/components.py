@@ -148,6 +148,7 @@ class Component:
         self.config = config
         self.module = module
         self.params = params
+        self.quantize = None      # or the `sana_jax.quantize` mode its linear layers compute in
         def apply(variables, *args, **kwargs):
             return module.apply(variables, *args, **kwargs)
 
@@ -164,7 +165,8 @@ class Component:
 
     def __repr__(self):
         n = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.params))
-        return f"{self.class_name}({n:,} params, dtype={self.module.dtype})"
+        q = f", quantize={self.quantize!r}" if self.quantize else ""
+        return f"{self.class_name}({n:,} params, dtype={self.module.dtype}{q})"
 
 
 def _class_name_of(data: dict, where: str) -> str:
@@ -197,12 +199,18 @@ def load_config(path: str | os.PathLike) -> ComponentConfig:
 
 
 def load_component(path: str | os.PathLike, *, config: ComponentConfig | str | os.PathLike | None = None,
-                   **options) -> Component:
+                   quantize: str | None = None, **options) -> Component:
     """Loads a component folder (diffusers or JAX format), or an original-layout checkpoint file with ``config``.
 
     ``options`` go to the module (for the transformer: dtype, param_dtype, scan_layers, remat_policy,
     original_numerics, attention_implementation). Params keep the stored dtype unless ``param_dtype`` is given.
+    ``quantize``: "int8", "w8a8" or "fp8" computes the linear layers quantized (`sana_jax.quantize`).
     """
+    if quantize is not None:
+        from sana_jax import quantize as quantization
+
+        quantization.check_mode(quantize)
+        return quantization.quantize_component(load_component(path, config=config, **options), quantize)
     path = os.fspath(path)
     if os.path.isfile(path):
         if config is None:
@@ -266,6 +274,9 @@ def write_component(model: Component, folder: str, format: str, *,
     """Writes config.json and the weights into the existing (empty) ``folder``; ``save_component`` without the
     atomic rename, for callers that assemble a larger folder atomically themselves."""
     spec = _spec(model.class_name, "model")
+    if getattr(model, "quantize", None) is not None:
+        raise ValueError(f"{model.class_name} is quantized ({model.quantize!r}): writing quantized weights is not "
+                         f"supported yet; save the float model and load it with quantize={model.quantize!r}")
     flat = {k: np.asarray(v) for k, v in rulebook.flatten(jax.device_get(model.params)).items()}
     if getattr(model.module, "scan_layers", False):
         flat = rulebook.unstack_layers(flat, spec.layer_prefix)

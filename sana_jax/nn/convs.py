@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+from flax.linen.dtypes import promote_dtype
 
 
 def depthwise_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None = None) -> jnp.ndarray:
@@ -32,7 +33,7 @@ def temporal_conv(x: jnp.ndarray, kernel: jnp.ndarray, left: jnp.ndarray | None 
                   block_sizes: tuple[int, ...] | None = None) -> jnp.ndarray:
     """Full (not depthwise) conv over frames with kernel 3, zero padding 1 on each side, no bias.
 
-    x: (B, F, ..., C_in); kernel: (3, C_in, C_out). The three taps are one matmul over the concatenated
+    x: (B, F, ..., C_in); kernel: (3, C_in, C_out). The three taps are one contraction over the stacked
     [previous, current, next] frames. Block-causal use: ``left`` (B, 1, ..., C_in) replaces the zero frame before
     frame 0, and with ``block_sizes`` (frames per block, summing to F) the last frame of each block sees a zero
     next frame instead of the next block's first.
@@ -51,5 +52,7 @@ def temporal_conv(x: jnp.ndarray, kernel: jnp.ndarray, left: jnp.ndarray | None 
         keep = np.ones(x.shape[1], np.float32)
         keep[np.cumsum(block_sizes) - 1] = 0.0
         nxt = nxt * jnp.asarray(keep, x.dtype).reshape((1, -1) + (1,) * (x.ndim - 2))
-    stacked = jnp.concatenate([prev, x, nxt], axis=-1)
-    return stacked @ kernel.reshape(-1, kernel.shape[-1]).astype(x.dtype)
+    stacked = jnp.stack([prev, x, nxt], axis=-2)                     # (..., 3, C_in)
+    # One einsum with the kernel as it is stored, so a quantized kernel (`sana_jax.quantize`) is recognised.
+    stacked, kernel = promote_dtype(stacked, kernel, dtype=x.dtype)
+    return jnp.einsum("...tc,tcd->...d", stacked, kernel)

@@ -156,10 +156,13 @@ class SanaVideoPipeline:
         self._decode = _compile.jit(functools.partial(_decode, vae.module))
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", **transformer_options):
+    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", quantize: str | None = None,
+                        **transformer_options):
         """A diffusers pipeline folder, or one written by ``python -m convert to-jax`` (same layout).
 
         ``dtype``: compute dtype of the text encoder, transformer and VAE ("float32" or "bfloat16").
+        ``quantize``: "int8", "w8a8" or "fp8": the text encoder's and the transformer's linear layers compute
+        quantized (`sana_jax.quantize`); the VAE stays in ``dtype``.
         ``transformer_options`` go to the transformer's module; its layers run under ``nn.scan`` unless
         ``scan_layers=False``: compiled once rather than once per layer (half a 60-s demo stream's time on CPU).
         """
@@ -174,9 +177,13 @@ class SanaVideoPipeline:
                                   f"{sorted(k for k in index if not k.startswith('_'))})")
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype={dtype!r}; expected 'float32' or 'bfloat16'")
+        if quantize is not None:
+            from sana_jax.quantize import check_mode
+
+            check_mode(quantize)
         tokenizer = load_tokenizer(os.path.join(path, "tokenizer"))
-        text_encoder = load_component(os.path.join(path, "text_encoder"), dtype=dtype)
-        transformer = load_component(os.path.join(path, "transformer"), dtype=dtype,
+        text_encoder = load_component(os.path.join(path, "text_encoder"), dtype=dtype, quantize=quantize)
+        transformer = load_component(os.path.join(path, "transformer"), dtype=dtype, quantize=quantize,
                                      **{"scan_layers": True, **transformer_options})
         vae = load_component(os.path.join(path, "vae"), dtype=dtype)
         scheduler = load_scheduler(os.path.join(path, "scheduler"))

@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from sana_jax.pipeline.sample import STREAM_ONLY
+from sana_jax.quantize import MODES as QUANTIZE_MODES
 from sana_jax.shapes import world
 from sana_jax.shapes.detect import detect
 
@@ -261,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="write a contact sheet: one row per held-out caption's first sample, one per long video")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the whole report as JSON")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--quantize", default=None, choices=QUANTIZE_MODES,
+                        help="the text encoder's and the DiT's linear layers quantized (sana_jax.quantize)")
     args = parser.parse_args(argv)
 
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
@@ -310,7 +313,7 @@ def _evaluate_cli(args, splits) -> int:
 
     from sana_jax import SanaVideoPipeline
 
-    pipe = SanaVideoPipeline.from_pretrained(args.model, dtype=args.dtype)
+    pipe = SanaVideoPipeline.from_pretrained(args.model, dtype=args.dtype, quantize=args.quantize)
     captions = [world.caption(*c) for s in splits for c in world.SPLITS[s]]
     sheet = args.sheet is not None
     report = evaluate(pipe, captions, videos_per_caption=args.videos_per_caption, seed=args.seed,
@@ -335,7 +338,8 @@ def _evaluate_cli(args, splits) -> int:
     if args.json:
         from sana_jax._io import atomic_write_text
 
-        record = {"model": args.model, "seed": args.seed, "settings": {**defaults, "dtype": args.dtype},
+        record = {"model": args.model, "seed": args.seed,
+                  "settings": {**defaults, "dtype": args.dtype, "quantize": args.quantize},
                   "videos_per_caption": args.videos_per_caption, **report, "long": longs}
         atomic_write_text(args.json, json.dumps(record, indent=1) + "\n")
         print(f"report written to {args.json}")

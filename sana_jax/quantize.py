@@ -1,0 +1,113 @@
+"""Post-training quantization of a component's linear layers with qwix: ``quantize_component(model, mode)``.
+
+Modes (``MODES``):
+
+- ``"int8"``: int8 weights with one scale per output channel (absmax), activations in the compute dtype;
+- ``"w8a8"``: int8 weights as above and int8 activations with dynamic per-token scales;
+- ``"fp8"``: float8 e4m3 weights (per output channel) and activations (per token), with scales.
+
+What is quantized (``TARGETS``), by module path: the DiT's self- and cross-attention q/k/v/out projections, the FFN's
+1x1 convs (``conv_inverted``, ``conv_point``: dense layers here), its temporal conv (a full D x D kernel over 3
+frames: one contraction over the stacked frames, 15% of the 2B DiT's weights) and the caption projection; Gemma2's
+q/k/v/o and MLP projections. What stays in the compute dtype, and why: the linear-attention sums and denominator
+(fp32 always: they sum over every token), the norms and the depthwise 3x3 conv (few weights; shifted adds, no
+matmul), the timestep embedding and the adaLN modulation (one vector per sample: nothing to gain in time, and every
+layer's scale and shift hang on it), the final projection (it writes the velocity).
+
+Scanned layers: qwix's ``quantize_params`` takes a stacked (layers, in, out) kernel for an unstacked one and gets
+the scales' axes wrong, so stacked kernels are quantized one layer at a time (``jax.vmap``) here.
+"""
+
+from __future__ import annotations
+
+# JAX, flax and qwix are imported where used: the CLIs read MODES before anything heavy loads.
+MODES = ("int8", "w8a8", "fp8")
+
+# class name -> regex over the module path of the linear layers quantized (see the module docstring)
+TARGETS = {
+    "SanaVideoTransformer3DModel":
+        r"transformer_blocks[^/]*/((attn1|attn2)/to_(q|k|v|out)|ff/conv_(inverted|point)|ff)|caption_linear_\d",
+    "Gemma2Model": r"layers.*/(self_attn/(q|k|v|o)_proj|mlp/(gate|up|down)_proj)",
+}
+TARGETS["SanaVideoCausalTransformer3DModel"] = TARGETS["SanaVideoTransformer3DModel"]
+
+
+def check_mode(mode) -> str:
+    """``mode`` if it is one of `MODES`, else a ValueError naming it."""
+    if mode not in MODES:
+        raise ValueError(f"quantize={mode!r}: expected one of {MODES} (or None for no quantization)")
+    return mode
+
+
+def rules(mode: str, class_name: str) -> list:
+    """The qwix rules of ``mode`` for a component class."""
+    import jax.numpy as jnp
+    import qwix
+
+    check_mode(mode)
+    if class_name not in TARGETS:
+        raise ValueError(f"quantize={mode!r}: {class_name} has no quantized layers; quantization applies to "
+                         f"{sorted(TARGETS)}")
+    qtype = {"int8": jnp.int8, "w8a8": jnp.int8, "fp8": jnp.float8_e4m3fn}[mode]
+    act = None if mode == "int8" else qtype
+    return [qwix.QuantizationRule(module_path=TARGETS[class_name], weight_qtype=qtype, act_qtype=act)]
+
+
+def quantize_module(module, mode: str, class_name: str):
+    """The module with its targeted dense layers computing through qwix's PTQ provider."""
+    import qwix
+
+    return qwix.quantize_model(module, qwix.PtqProvider(rules(mode, class_name)))
+
+
+def quantize_params(params: dict, abstract: dict, stacked: str | None, dtype) -> dict:
+    """Float params -> the quantized module's params: each kernel qwix marks (in ``abstract``, the quantized
+    module's abstract init) becomes its QArray, its scales in ``dtype`` (the module's compute dtype: a quantized
+    product comes out in its scales' dtype, and the activations must stay in the compute dtype); under ``stacked``
+    (the scanned layers' collection, or None) one layer at a time."""
+    import flax
+    import jax
+    from qwix._src.core import qarray
+    from qwix._src.providers.ptq import WithAux
+
+    flat_abstract = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract))
+    out = {}
+    for path, value in flax.traverse_util.flatten_dict(flax.core.unfreeze(params)).items():
+        target = flat_abstract.get(path)
+        if isinstance(target, WithAux):
+            def quantize(w, how=target.how):
+                return qarray.quantize(w.astype(dtype), how)
+            if stacked is not None and path[0] == stacked:
+                quantize = jax.vmap(quantize)
+            value = target.replace(array=jax.jit(quantize)(value))
+        out[path] = value
+    return flax.traverse_util.unflatten_dict(out)
+
+
+def quantize_component(model, mode: str):
+    """A new `Component` computing ``model``'s targeted linear layers in ``mode`` (one of `MODES`), its float
+    weights quantized (the float ones are not kept)."""
+    import flax
+    import jax
+
+    from sana_jax.components import REGISTRY, Component
+
+    check_mode(mode)
+    if getattr(model, "quantize", None) is not None:
+        raise ValueError(f"quantize={mode!r}: {model.class_name} is already quantized ({model.quantize!r})")
+    spec = REGISTRY[model.class_name]
+    module = quantize_module(model.module, mode, model.class_name)
+    abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), *spec.example_inputs(model.config)))
+    abstract = flax.linen.meta.unbox(abstract)["params"]
+    stacked = spec.layer_prefix if getattr(model.module, "scan_layers", False) else None
+    params = quantize_params(model.params, abstract, stacked, model.module.dtype)
+    out = Component(model.class_name, model.config, module, params, spec.methods, spec.static_argnames)
+    out.quantize = mode
+    return out
+
+
+def weight_bytes(params) -> int:
+    """Bytes of a param tree's arrays: quantized values and their scales included."""
+    import jax
+
+    return sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
