@@ -193,3 +193,34 @@ def test_saving_a_quantized_component_is_a_clear_error_and_writes_nothing(tmp_pa
     with pytest.raises(ValueError, match=r"quantized \('int8'\): writing quantized weights is not supported yet"):
         save_component(model, tmp_path / "out", format="jax")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_quantized_transformer_under_a_mesh_equals_the_unsharded_one(tmp_path):
+    """int8 values and their scales sharded along the output axis (q/k/v, the FFN's inverted conv) over `tensor`,
+    the batch over `data`: the same velocity as on one device."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from sana_jax.training import mesh as mesh_lib
+
+    _, folder = make_transformer_reference(tmp_path, num_attention_heads=4, num_cross_attention_heads=4,
+                                           cross_attention_dim=48)
+    model = load_component(folder, quantize="int8", scan_layers=True)
+    x, t, ctx = transformer_inputs(1, 4, 3, 4, 4, 16)
+    want = np.asarray(model(x, t, ctx))
+    mesh = mesh_lib.make_mesh(dict(data=2, fsdp=1, tensor=4, sequence=1))
+    split = ("to_q", "to_k", "to_v", "conv_inverted")
+
+    def sharding(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if leaf.ndim >= 2 and any(s in name for s in split) and leaf.shape[-1] % 4 == 0:
+            return NamedSharding(mesh, P(*([None] * (leaf.ndim - 1)), "tensor"))
+        return NamedSharding(mesh, P())
+
+    params = jax.device_put(model.params, jax.tree_util.tree_map_with_path(sharding, model.params))
+    sharded = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+               if "qvalue" in jax.tree_util.keystr(path) and "tensor" in str(leaf.sharding.spec)]
+    assert sharded and all(leaf.dtype == jnp.int8 for leaf in sharded)
+    got = jax.jit(lambda p, *a: model.module.apply({"params": p}, *a))(
+        params, jax.device_put(x, NamedSharding(mesh, P("data"))), t, ctx)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
