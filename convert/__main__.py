@@ -1,4 +1,5 @@
 """python -m convert to-jax SRC DST   # diffusers pipeline folder -> JAX folder (same layout, Flax params)
+python -m convert to-jax SRC DST --quantize int8     # ... the transformer and text encoder saved quantized
 python -m convert to-torch SRC DST     # JAX folder -> diffusers folder that diffusers.SanaVideoPipeline loads
 python -m convert to-torch WORKDIR DST [--step N] [--ema]   # a training run's checkpoint -> a component folder
                                        # (to-jax on a run writes the same component in JAX format)"""
@@ -9,6 +10,8 @@ import time
 
 
 def main(argv=None) -> int:
+    from sana_jax.quantize import MODES as QUANTIZE_MODES
+
     parser = argparse.ArgumentParser(prog="python -m convert", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("direction", choices=["to-jax", "to-torch"])
@@ -21,6 +24,8 @@ def main(argv=None) -> int:
                         help="non-finite (NaN/inf) weights are an error (default: a warning)")
     parser.add_argument("--step", type=int, default=None, help="training run: the checkpoint step (default latest)")
     parser.add_argument("--ema", action="store_true", help="training run: write the EMA params")
+    parser.add_argument("--quantize", default=None, choices=QUANTIZE_MODES,
+                        help="to-jax of a pipeline folder: write the transformer and text encoder quantized")
     args = parser.parse_args(argv)
 
     from sana_jax import _cli
@@ -34,6 +39,9 @@ def _run(args) -> int:
     from sana_jax.weights.pipeline_folder import FORMATS, convert_pipeline_folder
 
     if is_training_run(args.src):
+        if args.quantize is not None:
+            raise ValueError(f"--quantize {args.quantize}: applies to a pipeline folder; export the run first, then "
+                             f"convert that folder with --quantize")
         step = export_run(args.src, args.dst, step=args.step, ema=args.ema, overwrite=args.overwrite,
                           strict=args.strict, format="diffusers" if args.direction == "to-torch" else "jax")
         print(f"wrote {args.dst} (step {step}{' EMA' if args.ema else ''} of {args.src}) in "
@@ -42,7 +50,7 @@ def _run(args) -> int:
     if args.step is not None or args.ema:
         raise ValueError(f"{args.src}: --step / --ema apply to a training run's workdir only")
     done = convert_pipeline_folder(args.src, args.dst, FORMATS[args.direction], overwrite=args.overwrite,
-                                   strict=args.strict)
+                                   strict=args.strict, quantize=args.quantize)
     print(f"wrote {args.dst} ({', '.join(done)} converted) in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from typing import Any, Callable
 
@@ -206,12 +207,22 @@ def load_component(path: str | os.PathLike, *, config: ComponentConfig | str | o
     original_numerics, attention_implementation). Params keep the stored dtype unless ``param_dtype`` is given.
     ``quantize``: "int8", "w8a8" or "fp8" computes the linear layers quantized (`sana_jax.quantize`).
     """
-    if quantize is not None:
-        from sana_jax import quantize as quantization
+    from sana_jax import quantize as quantization
 
-        quantization.check_mode(quantize)
-        return quantization.quantize_component(load_component(path, config=config, **options), quantize)
     path = os.fspath(path)
+    if quantize is not None:
+        quantization.check_mode(quantize)
+    saved_mode = _saved_quantization(path)
+    if saved_mode is not None:
+        if quantize is not None and quantize != saved_mode:
+            raise ConfigError(f"{path}: saved with quantize={saved_mode!r}; loading it with quantize={quantize!r} "
+                              f"is not possible (load it with quantize={saved_mode!r} or None, or quantize the float "
+                              f"model)")
+        config = load_config(path)
+        flat = dict(_io.read_safetensors(os.path.join(path, JAX_WEIGHTS)))
+        return quantization.load_quantized(path, flat, config, saved_mode, options)
+    if quantize is not None:
+        return quantization.quantize_component(load_component(path, config=config, **options), quantize)
     if os.path.isfile(path):
         if config is None:
             raise ConfigError(f"{path}: an original checkpoint file needs config= (a config or a config.json path)")
@@ -241,6 +252,21 @@ def load_component(path: str | os.PathLike, *, config: ComponentConfig | str | o
         flat = rulebook.torch_to_flax(state, spec.rules(config), source=path)
         source = path
     return _assemble(spec, config, flat, source=source, options=options)
+
+
+def _saved_quantization(path: str) -> str | None:
+    """The mode a component folder was saved quantized in (its quantization.json), or None."""
+    from sana_jax import quantize as quantization
+
+    marker = os.path.join(path, quantization.QUANTIZATION_FILE)
+    if not os.path.isdir(path) or not os.path.isfile(marker):
+        return None
+    mode = read_json(marker).get("quantize")
+    if mode not in quantization.MODES:
+        raise ConfigError(f"{marker}: 'quantize' is {mode!r}; expected one of {quantization.MODES}")
+    if not os.path.isfile(os.path.join(path, JAX_WEIGHTS)):
+        raise ConfigError(f"{path}: {quantization.QUANTIZATION_FILE} says quantized, but there is no {JAX_WEIGHTS}")
+    return mode
 
 
 def _assemble(spec: ComponentSpec, config, flat: dict, *, source: str, options: dict) -> Component:
@@ -275,8 +301,17 @@ def write_component(model: Component, folder: str, format: str, *,
     atomic rename, for callers that assemble a larger folder atomically themselves."""
     spec = _spec(model.class_name, "model")
     if getattr(model, "quantize", None) is not None:
-        raise ValueError(f"{model.class_name} is quantized ({model.quantize!r}): writing quantized weights is not "
-                         f"supported yet; save the float model and load it with quantize={model.quantize!r}")
+        from sana_jax import quantize as quantization
+
+        if format != "jax":
+            raise ValueError(f"format={format!r}: {model.class_name} is quantized ({model.quantize!r}), which only the "
+                             f"JAX format holds; save it with format='jax', or save the float model")
+        model.config.to_json_file(os.path.join(folder, "config.json"))
+        _io.write_safetensors(os.path.join(folder, JAX_WEIGHTS), quantization.flat_quantized(model),
+                              {"format": "flax", "quantize": model.quantize})
+        _io.atomic_write_text(os.path.join(folder, quantization.QUANTIZATION_FILE),
+                              json.dumps({"quantize": model.quantize, "library": "qwix"}) + "\n")
+        return
     flat = {k: np.asarray(v) for k, v in rulebook.flatten(jax.device_get(model.params)).items()}
     if getattr(model.module, "scan_layers", False):
         flat = rulebook.unstack_layers(flat, spec.layer_prefix)

@@ -14,6 +14,11 @@ q/k/v/o and MLP projections. What stays in the compute dtype, and why: the linea
 matmul), the timestep embedding and the adaLN modulation (one vector per sample: nothing to gain in time, and every
 layer's scale and shift hang on it), the final projection (it writes the velocity).
 
+Saved quantized (``save_component(model, path, format="jax")``): the JAX format's one safetensors file, each quantized
+kernel as ``<key>.qvalue`` and ``<key>.scale`` (per layer, as the float format stores layers), and
+``quantization.json`` naming the mode; `load_component` reads it back with no quantization work and without ever
+holding float kernels.
+
 Scanned layers: qwix's ``quantize_params`` takes a stacked (layers, in, out) kernel for an unstacked one and gets
 the scales' axes wrong, so stacked kernels are quantized one layer at a time (``jax.vmap``) here.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 # JAX, flax and qwix are imported where used: the CLIs read MODES before anything heavy loads.
 MODES = ("int8", "w8a8", "fp8")
+QUANTIZATION_FILE = "quantization.json"     # in a component folder saved quantized: {"quantize": mode}
 
 # class name -> regex over the module path of the linear layers quantized (see the module docstring)
 TARGETS = {
@@ -111,3 +117,86 @@ def weight_bytes(params) -> int:
     import jax
 
     return sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
+
+
+def flat_quantized(model) -> dict:
+    """A quantized `Component`'s params as a flat {``/``-joined key: numpy array}, per layer (unstacked when scanned):
+    each quantized kernel as ``<key>.qvalue`` and ``<key>.scale``."""
+    import jax
+    import numpy as np
+    from qwix._src.providers.ptq import WithAux
+
+    from sana_jax.components import REGISTRY
+    from sana_jax.weights import rulebook
+
+    flat = {}
+    for key, leaf in rulebook.flatten(jax.device_get(model.params)).items():
+        if isinstance(leaf, WithAux):
+            if leaf.array.zero_point is not None:
+                raise ValueError(f"{key}: an asymmetric quantized kernel (a zero point) cannot be saved")
+            flat[f"{key}.qvalue"] = np.asarray(leaf.array.qvalue)
+            flat[f"{key}.scale"] = np.asarray(leaf.array.scale)
+        else:
+            flat[key] = np.asarray(leaf)
+    if getattr(model.module, "scan_layers", False):
+        flat = rulebook.unstack_layers(flat, REGISTRY[model.class_name].layer_prefix)
+    return flat
+
+
+def load_quantized(path: str, flat: dict, config, mode: str, options: dict):
+    """The `Component` of a folder saved quantized: ``flat`` (its weight file, per layer) checked key by key and
+    shape by shape against the quantized module's abstract params, quantized values taken as stored (scales cast
+    to the compute dtype), nothing quantized here."""
+    import dataclasses
+
+    import flax
+    import jax
+    import jax.numpy as jnp
+    from qwix._src.providers.ptq import WithAux
+
+    from sana_jax.components import REGISTRY, Component
+    from sana_jax.config import ConfigError
+    from sana_jax.weights import rulebook
+
+    spec = REGISTRY[config.class_name]
+    plain = spec.build(config, **options)
+    module = quantize_module(plain, mode, config.class_name)
+    abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), *spec.example_inputs(config)))
+    abstract = rulebook.flatten(flax.linen.meta.unbox(abstract)["params"])
+    if getattr(plain, "scan_layers", False):
+        flat = rulebook.stack_layers(flat, spec.layer_prefix, config.num_layers)
+    flat = dict(flat)
+    cast = options.get("param_dtype")
+    params, problems = {}, []
+
+    def take(key, want):
+        if key not in flat:
+            problems.append(f"missing {key!r}")
+            return None
+        value = flat.pop(key)
+        if tuple(value.shape) != tuple(want.shape):
+            problems.append(f"{key!r} has shape {tuple(value.shape)}, expected {tuple(want.shape)}")
+        return value
+
+    for key, want in abstract.items():
+        if isinstance(want, WithAux):
+            qvalue = take(f"{key}.qvalue", want.array.qvalue)
+            scale = take(f"{key}.scale", want.array.scale)
+            if qvalue is not None and qvalue.dtype != want.array.qvalue.dtype:
+                problems.append(f"{key + '.qvalue'!r} is {qvalue.dtype}, expected {want.array.qvalue.dtype} "
+                                f"(quantize={mode!r})")
+            if qvalue is not None and scale is not None:
+                array = dataclasses.replace(want.array, qvalue=jnp.asarray(qvalue),
+                                            scale=jnp.asarray(scale, dtype=plain.dtype))
+                params[key] = want.replace(array=array)
+        else:
+            value = take(key, want)
+            if value is not None:
+                params[key] = jnp.asarray(value, dtype=cast)
+    problems += [f"unexpected {key!r}" for key in sorted(flat)]
+    if problems:
+        raise ConfigError(f"{path}: a folder saved with quantize={mode!r} does not match its config: "
+                          + "; ".join(problems[:8]) + (f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""))
+    out = Component(config.class_name, config, module, rulebook.unflatten(params), spec.methods, spec.static_argnames)
+    out.quantize = mode
+    return out

@@ -185,16 +185,6 @@ def test_the_pipeline_and_the_cli_refuse_an_unknown_quantize_before_loading(tmp_
     assert not (tmp_path / "v.mp4").exists()
 
 
-def test_saving_a_quantized_component_is_a_clear_error_and_writes_nothing(tmp_path):
-    from sana_jax import save_component
-
-    _, folder = make_transformer_reference(tmp_path)
-    model = load_component(folder, quantize="int8")
-    with pytest.raises(ValueError, match=r"quantized \('int8'\): writing quantized weights is not supported yet"):
-        save_component(model, tmp_path / "out", format="jax")
-    assert not (tmp_path / "out").exists()
-
-
 def test_a_quantized_transformer_under_a_mesh_equals_the_unsharded_one(tmp_path):
     """int8 values and their scales sharded along the output axis (q/k/v, the FFN's inverted conv) over `tensor`,
     the batch over `data`: the same velocity as on one device."""
@@ -224,3 +214,76 @@ def test_a_quantized_transformer_under_a_mesh_equals_the_unsharded_one(tmp_path)
     got = jax.jit(lambda p, *a: model.module.apply({"params": p}, *a))(
         params, jax.device_put(x, NamedSharding(mesh, P("data"))), t, ctx)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+
+@pytest.mark.parametrize("mode", quantization.MODES)
+@pytest.mark.parametrize("scan", [False, True])
+def test_a_folder_saved_quantized_loads_back_the_same_model_without_quantizing(tmp_path, monkeypatch, mode, scan):
+    from sana_jax import _io, save_component
+
+    _, folder = make_transformer_reference(tmp_path)
+    x, t, ctx = transformer_inputs(1, 2, 3, 4, 4, 16)
+    model = load_component(folder, quantize=mode, scan_layers=scan)
+    want = np.asarray(model(x, t, ctx))
+    save_component(model, tmp_path / "saved", format="jax")
+    stored = _io.read_safetensors(tmp_path / "saved" / "flax_params.safetensors")
+    qdtype = {"int8": np.int8, "w8a8": np.int8, "fp8": jnp.float8_e4m3fn}[mode]
+    assert stored["transformer_blocks_0/attn1/to_q/kernel.qvalue"].dtype == qdtype
+    assert "transformer_blocks_0/attn1/to_q/kernel" not in stored
+
+    for name in ("quantize_params", "quantize_component"):     # loading takes the stored values as they are
+        monkeypatch.setattr(quantization, name, lambda *a, **k: pytest.fail("quantized while loading"))
+    for loaded in (load_component(tmp_path / "saved", scan_layers=not scan),
+                   load_component(tmp_path / "saved", quantize=mode, scan_layers=scan)):
+        assert loaded.quantize == mode
+        np.testing.assert_allclose(np.asarray(loaded(x, t, ctx)), want, rtol=1e-6, atol=1e-6)
+
+
+def test_a_quantized_folder_loaded_with_another_mode_names_both(tmp_path):
+    from sana_jax import save_component
+    from sana_jax.config import ConfigError
+
+    _, folder = make_transformer_reference(tmp_path)
+    save_component(load_component(folder, quantize="int8"), tmp_path / "saved", format="jax")
+    with pytest.raises(ConfigError, match=r"saved with quantize='int8'; loading it with quantize='fp8'"):
+        load_component(tmp_path / "saved", quantize="fp8")
+
+
+def test_a_quantized_model_saved_in_the_diffusers_format_is_an_error_and_writes_nothing(tmp_path):
+    from sana_jax import save_component
+
+    _, folder = make_transformer_reference(tmp_path)
+    model = load_component(folder, quantize="int8")
+    with pytest.raises(ValueError, match=r"format='diffusers'.*quantized \('int8'\).*format='jax'"):
+        save_component(model, tmp_path / "out", format="diffusers")
+    assert not (tmp_path / "out").exists()
+
+
+
+def test_convert_to_jax_quantize_writes_a_pipeline_that_loads_quantized_and_samples_the_same(tmp_path, capsys):
+    """`python -m convert to-jax DEMO DST --quantize int8`: the transformer and text encoder saved quantized; the
+    folder loads quantized with no flag and streams the frames the float folder gives with quantize="int8"."""
+    from convert.__main__ import main as convert_main
+    from sana_jax import SanaVideoPipeline
+    from sana_jax.config import ConfigError
+    from sana_jax.testing.training import REPO
+
+    demo = f"{REPO}/sana_jax/shapes/model"
+    assert convert_main(["to-jax", demo, str(tmp_path / "q"), "--quantize", "int8"]) == 0
+    for name in ("transformer", "text_encoder"):
+        assert (tmp_path / "q" / name / quantization.QUANTIZATION_FILE).is_file()
+    assert not (tmp_path / "q" / "vae" / quantization.QUANTIZATION_FILE).exists()
+    saved = SanaVideoPipeline.from_pretrained(tmp_path / "q")
+    assert saved.transformer.quantize == "int8" and saved.text_encoder.quantize == "int8"
+    kwargs = dict(frames=9, height=32, width=32, num_inference_steps=4, guidance_scale=1.0, block_frames=2,
+                  sampler="few_step", seed=3)
+    got = np.concatenate(list(saved.stream("a red circle moving left", **kwargs)), axis=1)
+    want = np.concatenate(list(SanaVideoPipeline.from_pretrained(demo, quantize="int8").stream(
+        "a red circle moving left", **kwargs)), axis=1)
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ConfigError, match=r"saved with quantize='int8'; loading it with quantize='fp8'"):
+        SanaVideoPipeline.from_pretrained(tmp_path / "q", quantize="fp8")
+    assert convert_main(["to-torch", demo, str(tmp_path / "t"), "--quantize", "int8"]) != 0
+    assert "quantize='int8': quantized weights are written in the JAX format only" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()

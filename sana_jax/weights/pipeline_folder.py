@@ -57,19 +57,27 @@ def check_finite(model, where: str, *, strict: bool, warn: Callable[[str], None]
 
 
 def convert_pipeline_folder(src: str | os.PathLike, dst: str | os.PathLike, format: str, *, overwrite: bool = False,
-                            strict: bool = False, warn: Callable[[str], None] | None = None) -> list[str]:
+                            strict: bool = False, warn: Callable[[str], None] | None = None,
+                            quantize: str | None = None) -> list[str]:
     """Writes ``dst`` as ``src`` with each model component saved in ``format`` ("jax" or "diffusers").
 
     model_index.json, the scheduler, the tokenizer and other top-level files (sample_defaults.json, a README) are
     copied unchanged. Returns the converted component names. The destination appears whole or not at all, and
     only where ``check_destination`` allows. Non-finite weights are a warning (``warn``), or an error with
-    ``strict``.
+    ``strict``. ``quantize`` ("int8", "w8a8", "fp8"; JAX format only): the components `sana_jax.quantize` applies to
+    (the transformer, the text encoder) are written quantized, loaded later with no quantization work.
     """
+    from sana_jax import quantize as quantization
     from sana_jax.components import REGISTRY, load_component, write_component
 
     src, dst = os.fspath(src), os.fspath(dst)
     if format not in FORMATS.values():
         raise ValueError(f"format={format!r}; expected one of {sorted(FORMATS.values())}")
+    if quantize is not None:
+        quantization.check_mode(quantize)
+        if format != "jax":
+            raise ValueError(f"quantize={quantize!r}: quantized weights are written in the JAX format only "
+                             f"(to-jax), not {format!r}")
     index_path = os.path.join(src, "model_index.json")
     index = read_json(index_path)
     components = [_io.plain_name(k, where=index_path, what="component")
@@ -91,6 +99,8 @@ def convert_pipeline_folder(src: str | os.PathLike, dst: str | os.PathLike, form
                                       f"supported: {sorted(REGISTRY)}")
                 model = load_component(folder)
                 check_finite(model, folder, strict=strict, warn=warn)
+                if quantize is not None and model.class_name in quantization.TARGETS:
+                    model = quantization.quantize_component(model, quantize)
                 os.mkdir(os.path.join(tmp, name))
                 write_component(model, os.path.join(tmp, name), format)
                 converted.append(name)
