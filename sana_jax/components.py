@@ -144,12 +144,12 @@ class Component:
     """
 
     def __init__(self, class_name: str, config: ComponentConfig, module: nn.Module, params: dict,
-                 methods: tuple[str, ...] = (), static_argnames: tuple[str, ...] = ()):
+                 methods: tuple[str, ...] = (), static_argnames: tuple[str, ...] = (), quantize: str | None = None):
         self.class_name = class_name
         self.config = config
         self.module = module
         self.params = params
-        self.quantize = None      # or the `sana_jax.quantize` mode its linear layers compute in
+        self.quantize = quantize      # None, or the `sana_jax.quantize` mode its linear layers compute in
         def apply(variables, *args, **kwargs):
             return module.apply(variables, *args, **kwargs)
 
@@ -212,17 +212,6 @@ def load_component(path: str | os.PathLike, *, config: ComponentConfig | str | o
     path = os.fspath(path)
     if quantize is not None:
         quantization.check_mode(quantize)
-    saved_mode = _saved_quantization(path)
-    if saved_mode is not None:
-        if quantize is not None and quantize != saved_mode:
-            raise ConfigError(f"{path}: saved with quantize={saved_mode!r}; loading it with quantize={quantize!r} "
-                              f"is not possible (load it with quantize={saved_mode!r} or None, or quantize the float "
-                              f"model)")
-        config = load_config(path)
-        flat = dict(_io.read_safetensors(os.path.join(path, JAX_WEIGHTS)))
-        return quantization.load_quantized(path, flat, config, saved_mode, options)
-    if quantize is not None:
-        return quantization.quantize_component(load_component(path, config=config, **options), quantize)
     if os.path.isfile(path):
         if config is None:
             raise ConfigError(f"{path}: an original checkpoint file needs config= (a config or a config.json path)")
@@ -235,23 +224,33 @@ def load_component(path: str | os.PathLike, *, config: ComponentConfig | str | o
             raise ConfigError(f"{path}: no original checkpoint layout is known for {config.class_name}")
         state = spec.from_original(read_checkpoint_file(path), source=path)
         flat = rulebook.torch_to_flax(state, spec.rules(config), source=path)
-        return _assemble(spec, config, flat, source=path, options=options)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: no such component folder or checkpoint file")
-    if config is not None:
-        raise ConfigError(f"{path}: config= is only for original checkpoint files; a folder has its config.json")
-    config = load_config(path)
-    spec = REGISTRY[config.class_name]
-    if os.path.isfile(os.path.join(path, JAX_WEIGHTS)):
-        flat = dict(_io.read_safetensors(os.path.join(path, JAX_WEIGHTS)))
-        source = os.path.join(path, JAX_WEIGHTS)
+        model = _assemble(spec, config, flat, source=path, options=options)
     else:
-        state = read_state_dict(path, spec.weights_name)
-        if spec.canonical_state is not None:
-            state = spec.canonical_state(state, source=path)
-        flat = rulebook.torch_to_flax(state, spec.rules(config), source=path)
-        source = path
-    return _assemble(spec, config, flat, source=source, options=options)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"{path}: no such component folder or checkpoint file")
+        if config is not None:
+            raise ConfigError(f"{path}: config= is only for original checkpoint files; a folder has its config.json")
+        config = load_config(path)
+        spec = REGISTRY[config.class_name]
+        saved = _saved_quantization(path)
+        if saved is not None:       # written quantized: taken as stored, never quantized again
+            if quantize not in (None, saved):
+                raise ConfigError(f"{path}: saved with quantize={saved!r}; loading it with quantize={quantize!r} is "
+                                  f"not possible (load it with quantize={saved!r} or None, or quantize the float "
+                                  f"model)")
+            flat = _io.read_safetensors(os.path.join(path, JAX_WEIGHTS))
+            return quantization.load_quantized(path, flat, config, saved, options)
+        if os.path.isfile(os.path.join(path, JAX_WEIGHTS)):
+            flat = dict(_io.read_safetensors(os.path.join(path, JAX_WEIGHTS)))
+            source = os.path.join(path, JAX_WEIGHTS)
+        else:
+            state = read_state_dict(path, spec.weights_name)
+            if spec.canonical_state is not None:
+                state = spec.canonical_state(state, source=path)
+            flat = rulebook.torch_to_flax(state, spec.rules(config), source=path)
+            source = path
+        model = _assemble(spec, config, flat, source=source, options=options)
+    return model if quantize is None else quantization.quantize_component(model, quantize)
 
 
 def _saved_quantization(path: str) -> str | None:
@@ -259,7 +258,7 @@ def _saved_quantization(path: str) -> str | None:
     from sana_jax import quantize as quantization
 
     marker = os.path.join(path, quantization.QUANTIZATION_FILE)
-    if not os.path.isdir(path) or not os.path.isfile(marker):
+    if not os.path.isfile(marker):
         return None
     mode = read_json(marker).get("quantize")
     if mode not in quantization.MODES:
@@ -300,24 +299,23 @@ def write_component(model: Component, folder: str, format: str, *,
     """Writes config.json and the weights into the existing (empty) ``folder``; ``save_component`` without the
     atomic rename, for callers that assemble a larger folder atomically themselves."""
     spec = _spec(model.class_name, "model")
-    if getattr(model, "quantize", None) is not None:
+    if model.quantize is not None and format != "jax":
+        raise ValueError(f"format={format!r}: {model.class_name} is quantized ({model.quantize!r}), which only the "
+                         f"JAX format holds; save it with format='jax', or save the float model")
+    flat = rulebook.flatten(jax.device_get(model.params))
+    if model.quantize is not None:
         from sana_jax import quantize as quantization
 
-        if format != "jax":
-            raise ValueError(f"format={format!r}: {model.class_name} is quantized ({model.quantize!r}), which only the "
-                             f"JAX format holds; save it with format='jax', or save the float model")
-        model.config.to_json_file(os.path.join(folder, "config.json"))
-        _io.write_safetensors(os.path.join(folder, JAX_WEIGHTS), quantization.flat_quantized(model),
-                              {"format": "flax", "quantize": model.quantize})
-        _io.atomic_write_text(os.path.join(folder, quantization.QUANTIZATION_FILE),
-                              json.dumps({"quantize": model.quantize, "library": "qwix"}) + "\n")
-        return
-    flat = {k: np.asarray(v) for k, v in rulebook.flatten(jax.device_get(model.params)).items()}
+        flat = quantization.split_quantized(flat)
+    flat = {k: np.asarray(v) for k, v in flat.items()}
     if getattr(model.module, "scan_layers", False):
         flat = rulebook.unstack_layers(flat, spec.layer_prefix)
     model.config.to_json_file(os.path.join(folder, "config.json"))
     if format == "jax":
         _io.write_safetensors(os.path.join(folder, JAX_WEIGHTS), flat, {"format": "flax"})
+        if model.quantize is not None:
+            _io.atomic_write_text(os.path.join(folder, quantization.QUANTIZATION_FILE),
+                                  json.dumps({"quantize": model.quantize, "library": "qwix"}) + "\n")
     else:
         state = rulebook.flax_to_torch(flat, spec.rules(model.config))
         write_state_dict(folder, spec.weights_name, state, max_shard_bytes=max_shard_bytes,

@@ -71,76 +71,56 @@ def quantize_params(params: dict, abstract: dict, stacked: str | None, dtype) ->
     module's abstract init) becomes its QArray, its scales in ``dtype`` (the module's compute dtype: a quantized
     product comes out in its scales' dtype, and the activations must stay in the compute dtype); under ``stacked``
     (the scanned layers' collection, or None) one layer at a time."""
-    import flax
     import jax
     from qwix._src.core import qarray
     from qwix._src.providers.ptq import WithAux
 
-    flat_abstract = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract))
+    from sana_jax.weights import rulebook
+
+    flat_abstract = rulebook.flatten(abstract)
     out = {}
-    for path, value in flax.traverse_util.flatten_dict(flax.core.unfreeze(params)).items():
-        target = flat_abstract.get(path)
+    for key, value in rulebook.flatten(params).items():
+        target = flat_abstract.get(key)
         if isinstance(target, WithAux):
             def quantize(w, how=target.how):
                 return qarray.quantize(w.astype(dtype), how)
-            if stacked is not None and path[0] == stacked:
+            if stacked is not None and key.split("/")[0] == stacked:
                 quantize = jax.vmap(quantize)
             value = target.replace(array=jax.jit(quantize)(value))
-        out[path] = value
-    return flax.traverse_util.unflatten_dict(out)
+        out[key] = value
+    return rulebook.unflatten(out)
 
 
 def quantize_component(model, mode: str):
     """A new `Component` computing ``model``'s targeted linear layers in ``mode`` (one of `MODES`), its float
     weights quantized (the float ones are not kept)."""
-    import flax
-    import jax
-
-    from sana_jax.components import REGISTRY, Component
+    from sana_jax.components import REGISTRY, Component, abstract_params
 
     check_mode(mode)
-    if getattr(model, "quantize", None) is not None:
+    if model.quantize is not None:
         raise ValueError(f"quantize={mode!r}: {model.class_name} is already quantized ({model.quantize!r})")
     spec = REGISTRY[model.class_name]
     module = quantize_module(model.module, mode, model.class_name)
-    abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), *spec.example_inputs(model.config)))
-    abstract = flax.linen.meta.unbox(abstract)["params"]
     stacked = spec.layer_prefix if getattr(model.module, "scan_layers", False) else None
-    params = quantize_params(model.params, abstract, stacked, model.module.dtype)
-    out = Component(model.class_name, model.config, module, params, spec.methods, spec.static_argnames)
-    out.quantize = mode
-    return out
+    params = quantize_params(model.params, abstract_params(spec, model.config, module), stacked, model.module.dtype)
+    return Component(model.class_name, model.config, module, params, spec.methods, spec.static_argnames,
+                     quantize=mode)
 
 
-def weight_bytes(params) -> int:
-    """Bytes of a param tree's arrays: quantized values and their scales included."""
-    import jax
-
-    return sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
-
-
-def flat_quantized(model) -> dict:
-    """A quantized `Component`'s params as a flat {``/``-joined key: numpy array}, per layer (unstacked when scanned):
-    each quantized kernel as ``<key>.qvalue`` and ``<key>.scale``."""
-    import jax
-    import numpy as np
+def split_quantized(flat: dict) -> dict:
+    """A flat {key: leaf} of a quantized model's params with each quantized kernel split into ``<key>.qvalue`` and
+    ``<key>.scale`` (how a folder stores it)."""
     from qwix._src.providers.ptq import WithAux
 
-    from sana_jax.components import REGISTRY
-    from sana_jax.weights import rulebook
-
-    flat = {}
-    for key, leaf in rulebook.flatten(jax.device_get(model.params)).items():
+    out = {}
+    for key, leaf in flat.items():
         if isinstance(leaf, WithAux):
             if leaf.array.zero_point is not None:
                 raise ValueError(f"{key}: an asymmetric quantized kernel (a zero point) cannot be saved")
-            flat[f"{key}.qvalue"] = np.asarray(leaf.array.qvalue)
-            flat[f"{key}.scale"] = np.asarray(leaf.array.scale)
+            out[f"{key}.qvalue"], out[f"{key}.scale"] = leaf.array.qvalue, leaf.array.scale
         else:
-            flat[key] = np.asarray(leaf)
-    if getattr(model.module, "scan_layers", False):
-        flat = rulebook.unstack_layers(flat, REGISTRY[model.class_name].layer_prefix)
-    return flat
+            out[key] = leaf
+    return out
 
 
 def load_quantized(path: str, flat: dict, config, mode: str, options: dict):
@@ -149,20 +129,17 @@ def load_quantized(path: str, flat: dict, config, mode: str, options: dict):
     to the compute dtype), nothing quantized here."""
     import dataclasses
 
-    import flax
-    import jax
     import jax.numpy as jnp
     from qwix._src.providers.ptq import WithAux
 
-    from sana_jax.components import REGISTRY, Component
+    from sana_jax.components import REGISTRY, Component, abstract_params
     from sana_jax.config import ConfigError
     from sana_jax.weights import rulebook
 
     spec = REGISTRY[config.class_name]
     plain = spec.build(config, **options)
     module = quantize_module(plain, mode, config.class_name)
-    abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), *spec.example_inputs(config)))
-    abstract = rulebook.flatten(flax.linen.meta.unbox(abstract)["params"])
+    abstract = rulebook.flatten(abstract_params(spec, config, module))
     if getattr(plain, "scan_layers", False):
         flat = rulebook.stack_layers(flat, spec.layer_prefix, config.num_layers)
     flat = dict(flat)
@@ -197,6 +174,5 @@ def load_quantized(path: str, flat: dict, config, mode: str, options: dict):
     if problems:
         raise ConfigError(f"{path}: a folder saved with quantize={mode!r} does not match its config: "
                           + "; ".join(problems[:8]) + (f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""))
-    out = Component(config.class_name, config, module, rulebook.unflatten(params), spec.methods, spec.static_argnames)
-    out.quantize = mode
-    return out
+    return Component(config.class_name, config, module, rulebook.unflatten(params), spec.methods,
+                     spec.static_argnames, quantize=mode)

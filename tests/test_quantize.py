@@ -1,7 +1,6 @@
 """Quantized inference (`sana_jax.quantize`, qwix PTQ): error against the unquantized model at the published width,
 the quantized weights' size, scanned == unrolled, and bad input."""
 
-import dataclasses
 
 import flax
 import jax
@@ -11,7 +10,7 @@ import pytest
 
 from sana_jax import load_component
 from sana_jax import quantize as quantization
-from sana_jax.components import REGISTRY
+from sana_jax.components import REGISTRY, abstract_params
 from sana_jax.config.transformer import SANA_VIDEO_2B_480P
 from sana_jax.testing.numerics import rel_err
 from sana_jax.testing.references import make_transformer_reference, transformer_inputs
@@ -27,11 +26,10 @@ def published_width_block(tmp_path_factory):
     import torch
 
     torch.manual_seed(0)
-    cfg = {k: v for k, v in dataclasses.asdict(SANA_VIDEO_2B_480P).items()}
     keep = ("in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "num_cross_attention_heads",
             "cross_attention_head_dim", "cross_attention_dim", "caption_channels", "mlp_ratio", "sample_size",
             "patch_size", "rope_max_seq_len")
-    cfg = {k: cfg[k] for k in keep}
+    cfg = {k: getattr(SANA_VIDEO_2B_480P, k) for k in keep}
     from diffusers import SanaVideoTransformer3DModel
 
     model = SanaVideoTransformer3DModel(num_layers=1, **cfg).eval()
@@ -73,15 +71,11 @@ def _bytes(tree, float_dtype):
 
 @pytest.mark.parametrize("mode", quantization.MODES)
 def test_the_published_dits_quantized_weights_are_at_most_055_of_bf16(mode):
-    spec = REGISTRY[SANA_VIDEO_2B_480P.class_name]
-    module = spec.build(SANA_VIDEO_2B_480P, scan_layers=True)
-    inputs = spec.example_inputs(SANA_VIDEO_2B_480P)
-
-    def params_of(m):
-        return flax.linen.meta.unbox(jax.eval_shape(lambda: m.init(jax.random.key(0), *inputs)))["params"]
-
-    bf16 = _bytes(params_of(module), jnp.bfloat16)
-    quantized = _bytes(params_of(quantization.quantize_module(module, mode, SANA_VIDEO_2B_480P.class_name)),
+    config = SANA_VIDEO_2B_480P
+    spec = REGISTRY[config.class_name]
+    module = spec.build(config, scan_layers=True)
+    bf16 = _bytes(abstract_params(spec, config, module), jnp.bfloat16)
+    quantized = _bytes(abstract_params(spec, config, quantization.quantize_module(module, mode, config.class_name)),
                        jnp.bfloat16)
     print(f"\n{mode}: the 2B DiT's weights {quantized / 2**30:.2f} GiB vs {bf16 / 2**30:.2f} GiB in bf16 "
           f"({quantized / bf16:.3f}x)")
