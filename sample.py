@@ -14,7 +14,7 @@ import warnings
 
 
 def main(argv=None) -> int:
-    from sana_jax._cli import float_arg, positive_int_arg, seed_arg
+    from sana_jax._cli import float_arg, int_arg, positive_int_arg, seed_arg
     from sana_jax.quantize import MODES as QUANTIZE_MODES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,6 +34,11 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--quantize", default=None, choices=QUANTIZE_MODES,
                    help="compute the text encoder's and the DiT's linear layers quantized (qwix)")
+    p.add_argument("--offload-text-encoder", action="store_true",
+                   help="keep the text encoder's weights in host memory, on the device only while encoding")
+    p.add_argument("--decode-frames", type=int_arg(0), default=None,
+                   help="without --stream: the VAE decodes this many latent frames at a time through its carried "
+                        "state (constant activation memory; 0, the default: the whole clip at once)")
     p.add_argument("--out", default="video.mp4")
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                    help="long video block by block in constant memory, appended to the mp4 as it is decoded "
@@ -64,8 +69,10 @@ def main(argv=None) -> int:
         if stream is not False:
             extra = dict(block_frames=d.get("block_frames", 10), sampler=d.get("sampler", "few_step"),
                          decode_window=d.get("decode_window", 0))
+        if args.decode_frames is not None:
+            extra["decode_frames"] = args.decode_frames
         sample_to_file(model, args.prompt, args.out, image=args.image, fps=d["fps"], dtype=args.dtype,
-                       quantize=args.quantize, stream=stream, negative_prompt=args.negative_prompt,
+                       quantize=args.quantize, offload_text_encoder=args.offload_text_encoder, stream=stream, negative_prompt=args.negative_prompt,
                        height=d["height"], width=d["width"], frames=d["frames"],
                        num_inference_steps=d["steps"], guidance_scale=d["guidance"], seed=args.seed, **extra)
 

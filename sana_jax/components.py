@@ -157,6 +157,13 @@ class Component:
         for name in methods:
             setattr(self, name, self._bind(name))
 
+    def to_host(self) -> "Component":
+        """Keeps the params in host memory (numpy) from now on: each call puts them on the device for its own
+        duration only, so a component used once per generation (the text encoder) holds no device memory between
+        its calls. Returns self."""
+        self.params = jax.device_get(self.params)
+        return self
+
     def _bind(self, name: str):
         fn = jax.jit(functools.partial(self.module.apply, method=name))
         return lambda *args, **kwargs: fn({"params": self.params}, *args, **kwargs)

@@ -82,6 +82,17 @@ def test_ltx2_text_to_video_with_cfg_matches_diffusers(reference, ours):
     _assert_frames_match(video, ref_video)
 
 
+def test_ltx2_decode_in_runs_matches_diffusers(reference, ours):
+    """The non-causal LTX-2 decoder in runs of one latent frame through its carried state (its frames held back
+    and flushed by the last run) gives diffusers' video."""
+    noise = _noise(3, SIZE["height"], SIZE["width"], SIZE["frames"])
+    kw = dict(negative_prompt="", num_inference_steps=2, guidance_scale=4.5, **SIZE)
+    with torch.no_grad():
+        ref_video = reference(PROMPT, latents=noise.clone(), output_type="np", use_resolution_binning=False,
+                              **kw).frames
+    _assert_frames_match(ours(PROMPT, latents=_cl(noise), decode_frames=1, **kw), ref_video)
+
+
 def test_ltx2_image_to_video_matches_diffusers(folder, ours):
     from diffusers import SanaImageToVideoPipeline
 

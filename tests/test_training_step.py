@@ -192,3 +192,26 @@ def test_sequence_sharded_forward_moves_only_attention_sums_and_frame_halos():
     kinds = re.findall(r" (all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)(?:-start)?\(", hlo)
     assert "all-gather" not in kinds and "all-to-all" not in kinds, sorted(set(kinds))
     assert kinds.count("collective-permute") >= 2 * task.config.num_layers and "all-reduce" in kinds
+
+
+def test_cosine_decay_after_warmup_matches_torch_schedulers():
+    """``optim.decay_steps``: warm-up then cosine to 0, against torch's LinearLR + CosineAnnealingLR chained by
+    SequentialLR (an independent reference), and 0 past the decay."""
+    import torch
+
+    from sana_jax.training import recipes
+
+    optim = recipes.adamw(lr=5e-4, warmup_steps=10, decay_steps=40)
+    schedule = learning_rate(optim)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=5e-4)
+    warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-12, end_factor=1.0, total_iters=10)
+    cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=40, eta_min=0.0)
+    chained = torch.optim.lr_scheduler.SequentialLR(opt, [warm, cos], milestones=[10])
+    want = []
+    for _ in range(50):
+        want.append(opt.param_groups[0]["lr"])
+        opt.step()
+        chained.step()
+    got = [float(schedule(k)) for k in range(50)]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-12)
+    assert float(schedule(50)) == 0.0 and float(schedule(500)) == 0.0

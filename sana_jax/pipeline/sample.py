@@ -81,6 +81,10 @@ def check_request(model: str, stream: bool | None, call_kwargs: dict) -> bool:
     method = SanaVideoPipeline.stream if stream else SanaVideoPipeline.__call__
     args = {name: p.default for name, p in inspect.signature(method).parameters.items()
             if p.default is not inspect.Parameter.empty}
+    unknown = sorted(set(call_kwargs) - set(args) - (set() if stream else set(STREAM_ONLY)))
+    if unknown:  # (the stream settings sample_defaults.json may hold are dropped when not streaming)
+        raise ValueError(f"{', '.join(unknown)}: not an argument of SanaVideoPipeline.{method.__name__} "
+                         f"(stream={stream}); expected some of {sorted(args)}")
     args.update(call_kwargs)
     check_sampling_args(num_inference_steps=args["num_inference_steps"], guidance_scale=args["guidance_scale"],
                         seed=args["seed"])
@@ -96,13 +100,13 @@ def check_request(model: str, stream: bool | None, call_kwargs: dict) -> bool:
 
 
 def sample_to_file(model: str, prompt: str, out: str, *, image: str | None = None, fps: int = 16,
-                   dtype: str = "float32", quantize: str | None = None, stream: bool | None = None, log=print,
-                   **call_kwargs) -> str:
+                   dtype: str = "float32", quantize: str | None = None, offload_text_encoder: bool = False,
+                   stream: bool | None = None, log=print, **call_kwargs) -> str:
     """Loads the pipeline at ``model``, samples one video and writes it to ``out`` (H.264 mp4 at ``fps``).
 
     ``stream=True`` (None picks it for block-causal checkpoints): long video block by block
     (``SanaVideoPipeline.stream``), each chunk appended to the mp4 as it is decoded, so no step holds the whole
-    video. ``quantize``: see `SanaVideoPipeline.from_pretrained`. ``call_kwargs`` go to the pipeline call; they
+    video. ``quantize``, ``offload_text_encoder``: see `SanaVideoPipeline.from_pretrained`. ``call_kwargs`` go to the pipeline call; they
     are checked against the folder's configs before any weights load.
     """
     from sana_jax.pipeline.sana_video import SanaVideoPipeline
@@ -114,7 +118,8 @@ def sample_to_file(model: str, prompt: str, out: str, *, image: str | None = Non
         raise ValueError(f"--fps {fps}: expected >= 1")
     stream = check_request(model, stream, call_kwargs)
     start = time.perf_counter()
-    pipe = SanaVideoPipeline.from_pretrained(model, dtype=dtype, quantize=quantize)
+    pipe = SanaVideoPipeline.from_pretrained(model, dtype=dtype, quantize=quantize,
+                                             offload_text_encoder=offload_text_encoder)
     log(f"loaded {model} in {time.perf_counter() - start:.1f} s")
     stream_only = {k: call_kwargs.pop(k) for k in STREAM_ONLY if k in call_kwargs}
     if stream:

@@ -151,18 +151,23 @@ class SanaVideoPipeline:
         self.timings: dict[str, float] = {}
         self._progress = _StepProgress()
         self._streamer = BlockStreamer(self)
+        # The loop's latents are donated: the sampled latents take the noise's buffer.
         self._denoise = _compile.jit(functools.partial(_denoise, transformer.module, self._progress),
-                                static_argnames=("schedule", "image_to_video", "cfg", "progress"))
-        self._decode = _compile.jit(functools.partial(_decode, vae.module))
+                                     static_argnames=("schedule", "image_to_video", "cfg", "progress"),
+                                     donate_argnums=(1,))
+        self._decode = _compile.jit(functools.partial(_decode, vae.module), static_argnames=("mode",))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", quantize: str | None = None,
-                        **transformer_options):
+                        offload_text_encoder: bool = False, **transformer_options):
         """A diffusers pipeline folder, or one written by ``python -m convert to-jax`` (same layout).
 
         ``dtype``: compute dtype of the text encoder, transformer and VAE ("float32" or "bfloat16").
         ``quantize``: "int8", "w8a8" or "fp8": the text encoder's and the transformer's linear layers compute
         quantized (`sana_jax.quantize`); the VAE stays in ``dtype``.
+        ``offload_text_encoder``: the text encoder's weights stay in host memory and go to the device only while
+        prompts are encoded, so they are released before the denoising loop (`Component.to_host`; Gemma2-2B holds
+        5.2 GB in bf16). Costs one host-to-device copy of them per encoded prompt batch.
         ``transformer_options`` go to the transformer's module; its layers run under ``nn.scan`` unless
         ``scan_layers=False``: compiled once rather than once per layer (half a 60-s demo stream's time on CPU).
         """
@@ -183,6 +188,8 @@ class SanaVideoPipeline:
             check_mode(quantize)
         tokenizer = load_tokenizer(os.path.join(path, "tokenizer"))
         text_encoder = load_component(os.path.join(path, "text_encoder"), dtype=dtype, quantize=quantize)
+        if offload_text_encoder:
+            text_encoder.to_host()   # before the transformer loads: the two never share the device
         transformer = load_component(os.path.join(path, "transformer"), dtype=dtype, quantize=quantize,
                                      **{"scan_layers": True, **transformer_options})
         vae = load_component(os.path.join(path, "vae"), dtype=dtype)
@@ -209,7 +216,8 @@ class SanaVideoPipeline:
                  num_inference_steps: int = 50, guidance_scale: float = 6.0, seed: int = 0, image=None,
                  latents=None, output_type: str = "np", num_videos_per_prompt: int = 1,
                  motion_score: int | None = None, instruction=prompt_lib.COMPLEX_HUMAN_INSTRUCTION,
-                 max_sequence_length: int = 300, use_resolution_binning: bool = False, progress: bool = False):
+                 max_sequence_length: int = 300, use_resolution_binning: bool = False, progress: bool = False,
+                 decode_frames: int = 0):
         """Samples videos. Returns uint8 (B, F, H, W, 3) for ``output_type="np"``, float32 latents for "latent".
 
         ``latents``: optional initial noise, channels-last (B, F', H', W', C) with B = prompts x
@@ -217,13 +225,17 @@ class SanaVideoPipeline:
         0, which gets timestep 0 and is never updated). ``seed`` draws the noise when ``latents`` is None.
         ``use_resolution_binning``: sample at the closest aspect-ratio bin of the checkpoint's resolution (480p
         for sample_size 30, 720p for 22; ``latents`` and "latent" output have the bin's shape), then resize and
-        centre-crop the decoded video to height x width.
+        centre-crop the decoded video to height x width. ``decode_frames`` = k > 0: the VAE decodes the latents k
+        latent frames at a time through its carried causal state (``decode_chunk``; the same video, the activation
+        memory of k frames, one compiled program per run shape); 0: the whole clip in one program.
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r}; expected one of {OUTPUT_TYPES}")
         check_sampling_args(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed)
         if num_videos_per_prompt < 1:
             raise ValueError(f"num_videos_per_prompt={num_videos_per_prompt}; expected >= 1")
+        if isinstance(decode_frames, bool) or not isinstance(decode_frames, (int, np.integer)) or decode_frames < 0:
+            raise ValueError(f"decode_frames={decode_frames!r}; expected an integer >= 0 (0: the whole clip at once)")
         batch = len([prompt] if isinstance(prompt, str) else prompt) * num_videos_per_prompt
         out_size = (height, width)
         if use_resolution_binning:
@@ -241,7 +253,7 @@ class SanaVideoPipeline:
         if latents is None:
             latents = jax.random.normal(jax.random.key(seed), shape, jnp.float32)
         else:
-            latents = jnp.asarray(latents, jnp.float32)
+            latents = jnp.array(latents, jnp.float32, copy=True)   # the loop donates it: never the caller's array
             if latents.shape != shape:
                 raise ValueError(f"latents: expected shape {shape} (B, F', H', W', C) channels-last; "
                                  f"got {latents.shape}")
@@ -265,7 +277,7 @@ class SanaVideoPipeline:
             self.timings = timings
             return latents
         start = time.perf_counter()
-        video = self._decode(self.vae.params, latents.astype(self.vae.module.dtype))
+        video = self.decode(latents, decode_frames)
         require_finite(video, "the VAE decode")
         if out_size != (height, width):
             video = resize_and_crop(video, *out_size)
@@ -274,6 +286,24 @@ class SanaVideoPipeline:
         self.timings = timings
         return frames_u8
 
+
+    def decode(self, latents, decode_frames: int = 0):
+        """Normalised latents (B, F', H', W', C) -> float video (B, F, H, W, 3) in the VAE's output range (see
+        ``_decode``): the whole clip in one program (``decode_frames`` = 0), or runs of ``decode_frames`` latent
+        frames through the VAE's carried state ("stream" runs; "last" for the final one, which flushes the frames
+        a non-causal decoder holds back), concatenated."""
+        vae = self.vae
+        latents = latents.astype(vae.module.dtype)
+        if not decode_frames or decode_frames >= latents.shape[1]:
+            return self._decode(vae.params, latents, None, mode="whole")[0]
+        check_streamable(vae.module)
+        state, chunks = vae.module.init_stream_state(), []
+        for start in range(0, latents.shape[1], decode_frames):
+            last = start + decode_frames >= latents.shape[1]
+            chunk, state = self._decode(vae.params, latents[:, start:start + decode_frames], state,
+                                        mode="last" if last else "stream")
+            chunks.append(chunk)
+        return jnp.concatenate(chunks, axis=1)
 
     def _conditioning(self, prompt, negative_prompt, cfg, num_videos_per_prompt, motion_score, instruction,
                       max_sequence_length):
@@ -339,12 +369,13 @@ def _block(x, start):
     return time.perf_counter() - start
 
 
-def _decode(vae_module, params, latents):
-    """Normalised latents (B, F', H', W', C) -> video (B, F, H, W, 3), in range as diffusers' VAE returns it (the
-    Wan VAE clamps to [-1, 1], diffusers' LTX-2 VAE does not: the uint8 conversion clips later), which matters
-    where resolution binning resizes in between. Each VAE's ``decode_chunk`` of a whole clip says which."""
-    video, _ = vae_module.apply({"params": params}, latents, None, "whole", method="decode_chunk")
-    return video
+def _decode(vae_module, params, latents, state, *, mode):
+    """One ``decode_chunk`` run: normalised latents (B, f, H', W', C) -> (video (B, F, H, W, 3), the state for the
+    next run), in range as diffusers' VAE returns it (the Wan VAE clamps to [-1, 1], diffusers' LTX-2 VAE does
+    not: the uint8 conversion clips later), which matters where resolution binning resizes in between. Each VAE's
+    ``decode_chunk`` says which."""
+    video, state = vae_module.apply({"params": params}, latents, state, mode, method="decode_chunk")
+    return video, (None if mode == "whole" else state)
 
 
 def _denoise(module, step_hook, params, latents, embeds, mask, guidance_scale, *, schedule,

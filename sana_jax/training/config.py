@@ -89,13 +89,16 @@ def _field(help: str, rule: Rule | None = None, default: Any = dataclasses.MISSI
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """AdamW, linear warm-up then constant; the defaults are the published SANA-Video recipe."""
+    """AdamW, linear warm-up then constant (or cosine decay to 0); the defaults are the published SANA-Video
+    recipe."""
     lr: float = _field("peak learning rate, reached after warmup_steps", _number(0, strict=True), 5e-5)
     b1: float = _field("AdamW beta1", _fraction(one=False), 0.9)
     b2: float = _field("AdamW beta2", _fraction(one=False), 0.999)
     eps: float = _field("AdamW epsilon", _number(0, strict=False), 1e-10)
     weight_decay: float = _field("AdamW decoupled weight decay", _number(0, strict=False), 0.0)
     warmup_steps: int = _field("steps of linear warm-up from 0 to lr", _int(0), 500)
+    decay_steps: int = _field("after warm-up, cosine decay from lr to 0 over this many steps (then 0); "
+                              "0 = constant lr", _int(0), 0)
     grad_clip: float = _field("clip gradients at this global norm; 0 = off", _number(0, strict=False), 0.1)
     ema_decay: float = _field("decay of an EMA of the params; 0 = no EMA", _fraction(one=False), 0.0)
 

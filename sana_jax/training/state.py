@@ -1,7 +1,7 @@
 """The train state (fp32 master params, optimiser state, optional EMA, step, PRNG key) and the optimiser.
 
 The published recipe: AdamW, lr 5e-5, betas (0.9, 0.999), eps 1e-10, weight decay 0, linear warm-up then constant,
-gradient clipping at global norm 0.1.
+gradient clipping at global norm 0.1 (``decay_steps``: cosine decay after the warm-up instead).
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ class TrainState:
 
 
 def learning_rate(optim) -> optax.Schedule:
-    """Linear warm-up from 0 over ``warmup_steps``, then constant ``lr``."""
-    lr, warmup = float(optim.lr), int(optim.warmup_steps)
+    """Linear warm-up from 0 over ``warmup_steps``, then constant ``lr`` (``decay_steps`` > 0: cosine decay from
+    ``lr`` to 0 over that many steps, then 0)."""
+    lr, warmup, decay = float(optim.lr), int(optim.warmup_steps), int(optim.decay_steps)
+    after = optax.cosine_decay_schedule(lr, decay) if decay > 0 else optax.constant_schedule(lr)
     if warmup <= 0:
-        return optax.constant_schedule(lr)
-    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
 
 
 def make_optimizer(optim) -> optax.GradientTransformation:
