@@ -72,7 +72,8 @@ def main(argv=None) -> int:
         if args.decode_frames is not None:
             extra["decode_frames"] = args.decode_frames
         sample_to_file(model, args.prompt, args.out, image=args.image, fps=d["fps"], dtype=args.dtype,
-                       quantize=args.quantize, offload_text_encoder=args.offload_text_encoder, stream=stream, negative_prompt=args.negative_prompt,
+                       quantize=args.quantize, offload_text_encoder=args.offload_text_encoder, stream=stream,
+                       negative_prompt=args.negative_prompt,
                        height=d["height"], width=d["width"], frames=d["frames"],
                        num_inference_steps=d["steps"], guidance_scale=d["guidance"], seed=args.seed, **extra)
 

@@ -106,8 +106,8 @@ def sample_to_file(model: str, prompt: str, out: str, *, image: str | None = Non
 
     ``stream=True`` (None picks it for block-causal checkpoints): long video block by block
     (``SanaVideoPipeline.stream``), each chunk appended to the mp4 as it is decoded, so no step holds the whole
-    video. ``quantize``, ``offload_text_encoder``: see `SanaVideoPipeline.from_pretrained`. ``call_kwargs`` go to the pipeline call; they
-    are checked against the folder's configs before any weights load.
+    video. ``quantize``, ``offload_text_encoder``: see `SanaVideoPipeline.from_pretrained`. ``call_kwargs`` go to
+    the pipeline call; they are checked against the folder's configs before any weights load.
     """
     from sana_jax.pipeline.sana_video import SanaVideoPipeline
 
