@@ -16,6 +16,7 @@ import warnings
 def main(argv=None) -> int:
     from sana_jax._cli import float_arg, int_arg, positive_int_arg, seed_arg
     from sana_jax.quantize import MODES as QUANTIZE_MODES
+    from sana_jax.quantize import PIPELINE_COMPONENTS as QUANTIZE_COMPONENTS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompt", required=True)
@@ -34,6 +35,8 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--quantize", default=None, choices=QUANTIZE_MODES,
                    help="compute the text encoder's and the DiT's linear layers quantized (qwix)")
+    p.add_argument("--quantize-components", nargs="+", default=list(QUANTIZE_COMPONENTS), choices=QUANTIZE_COMPONENTS,
+                   help="with --quantize: which components (default both)")
     p.add_argument("--offload-text-encoder", action="store_true",
                    help="keep the text encoder's weights in host memory, on the device only while encoding")
     p.add_argument("--decode-frames", type=int_arg(0), default=None,
@@ -72,7 +75,8 @@ def main(argv=None) -> int:
         if args.decode_frames is not None:
             extra["decode_frames"] = args.decode_frames
         sample_to_file(model, args.prompt, args.out, image=args.image, fps=d["fps"], dtype=args.dtype,
-                       quantize=args.quantize, offload_text_encoder=args.offload_text_encoder, stream=stream,
+                       quantize=args.quantize, quantize_components=args.quantize_components,
+                       offload_text_encoder=args.offload_text_encoder, stream=stream,
                        negative_prompt=args.negative_prompt,
                        height=d["height"], width=d["width"], frames=d["frames"],
                        num_inference_steps=d["steps"], guidance_scale=d["guidance"], seed=args.seed, **extra)

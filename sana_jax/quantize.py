@@ -27,6 +27,8 @@ from __future__ import annotations
 
 # JAX, flax and qwix are imported where used: the CLIs read MODES before anything heavy loads.
 MODES = ("int8", "w8a8", "fp8")
+# the pipeline components `quantize=` applies to (`SanaVideoPipeline.from_pretrained(quantize_components=...)`)
+PIPELINE_COMPONENTS = ("text_encoder", "transformer")
 QUANTIZATION_FILE = "quantization.json"     # in a component folder saved quantized: {"quantize": mode}
 
 # class name -> regex over the module path of the linear layers quantized (see the module docstring)
@@ -43,6 +45,20 @@ def check_mode(mode) -> str:
     if mode not in MODES:
         raise ValueError(f"quantize={mode!r}: expected one of {MODES} (or None for no quantization)")
     return mode
+
+
+def check_components(components) -> tuple[str, ...]:
+    """``components`` as a tuple if it is a non-empty collection of `PIPELINE_COMPONENTS` (None: all of them),
+    else a ValueError naming what was given."""
+    if components is None:
+        return PIPELINE_COMPONENTS
+    if isinstance(components, str):
+        components = (components,)
+    components = tuple(components)
+    unknown = [c for c in components if c not in PIPELINE_COMPONENTS]
+    if unknown or not components:
+        raise ValueError(f"quantize_components={components!r}: expected one or more of {PIPELINE_COMPONENTS}")
+    return components
 
 
 def rules(mode: str, class_name: str) -> list:

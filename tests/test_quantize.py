@@ -179,6 +179,40 @@ def test_the_pipeline_and_the_cli_refuse_an_unknown_quantize_before_loading(tmp_
     assert not (tmp_path / "v.mp4").exists()
 
 
+def test_quantize_components_picks_which_of_the_text_encoder_and_the_transformer_are_quantized():
+    from sana_jax import SanaVideoPipeline
+    from sana_jax.testing.training import REPO
+
+    demo = f"{REPO}/sana_jax/shapes/model"
+    both = SanaVideoPipeline.from_pretrained(demo, quantize="fp8")
+    dit_only = SanaVideoPipeline.from_pretrained(demo, quantize="fp8", quantize_components=["transformer"])
+    text_only = SanaVideoPipeline.from_pretrained(demo, quantize="int8", quantize_components="text_encoder")
+    assert (both.text_encoder.quantize, both.transformer.quantize) == ("fp8", "fp8")
+    assert (dit_only.text_encoder.quantize, dit_only.transformer.quantize) == (None, "fp8")
+    assert (text_only.text_encoder.quantize, text_only.transformer.quantize) == ("int8", None)
+    plain = SanaVideoPipeline.from_pretrained(demo)
+    ids, mask = np.full((1, 4), 3, np.int32), np.ones((1, 4), np.int32)
+    np.testing.assert_array_equal(np.asarray(dit_only.text_encoder(ids, mask)),
+                                  np.asarray(plain.text_encoder(ids, mask)))
+    for bad in (["vae"], [], ["transformer", "unet"]):
+        with pytest.raises(ValueError, match=r"quantize_components=.*expected one or more of \('text_encoder', "
+                                             r"'transformer'\)"):
+            SanaVideoPipeline.from_pretrained(demo, quantize="int8", quantize_components=bad)
+
+
+def test_sample_py_refuses_an_unknown_quantize_component(tmp_path):
+    import subprocess
+    import sys
+
+    from sana_jax.testing.training import REPO
+
+    proc = subprocess.run([sys.executable, "sample.py", "--quantize", "fp8", "--quantize-components", "vae",
+                           "--prompt", "x", "--out", str(tmp_path / "v.mp4")], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "--quantize-components" in proc.stderr and "'vae'" in proc.stderr
+    assert not (tmp_path / "v.mp4").exists()
+
+
 def test_a_quantized_transformer_under_a_mesh_equals_the_unsharded_one(tmp_path):
     """int8 values and their scales sharded along the output axis (q/k/v, the FFN's inverted conv) over `tensor`,
     the batch over `data`: the same velocity as on one device."""

@@ -100,14 +100,16 @@ def check_request(model: str, stream: bool | None, call_kwargs: dict) -> bool:
 
 
 def sample_to_file(model: str, prompt: str, out: str, *, image: str | None = None, fps: int = 16,
-                   dtype: str = "float32", quantize: str | None = None, offload_text_encoder: bool = False,
+                   dtype: str = "float32", quantize: str | None = None,
+                   quantize_components=None, offload_text_encoder: bool = False,
                    stream: bool | None = None, log=print, **call_kwargs) -> str:
     """Loads the pipeline at ``model``, samples one video and writes it to ``out`` (H.264 mp4 at ``fps``).
 
     ``stream=True`` (None picks it for block-causal checkpoints): long video block by block
     (``SanaVideoPipeline.stream``), each chunk appended to the mp4 as it is decoded, so no step holds the whole
-    video. ``quantize``, ``offload_text_encoder``: see `SanaVideoPipeline.from_pretrained`. ``call_kwargs`` go to
-    the pipeline call; they are checked against the folder's configs before any weights load.
+    video. ``quantize``, ``quantize_components``, ``offload_text_encoder``: see
+    `SanaVideoPipeline.from_pretrained`. ``call_kwargs`` go to the pipeline call; they are checked against the
+    folder's configs before any weights load.
     """
     from sana_jax.pipeline.sana_video import SanaVideoPipeline
 
@@ -119,6 +121,7 @@ def sample_to_file(model: str, prompt: str, out: str, *, image: str | None = Non
     stream = check_request(model, stream, call_kwargs)
     start = time.perf_counter()
     pipe = SanaVideoPipeline.from_pretrained(model, dtype=dtype, quantize=quantize,
+                                             quantize_components=quantize_components,
                                              offload_text_encoder=offload_text_encoder)
     log(f"loaded {model} in {time.perf_counter() - start:.1f} s")
     stream_only = {k: call_kwargs.pop(k) for k in STREAM_ONLY if k in call_kwargs}

@@ -159,12 +159,15 @@ class SanaVideoPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", quantize: str | None = None,
-                        offload_text_encoder: bool = False, **transformer_options):
+                        quantize_components=None, offload_text_encoder: bool = False,
+                        **transformer_options):
         """A diffusers pipeline folder, or one written by ``python -m convert to-jax`` (same layout).
 
         ``dtype``: compute dtype of the text encoder, transformer and VAE ("float32" or "bfloat16").
         ``quantize``: "int8", "w8a8" or "fp8": the text encoder's and the transformer's linear layers compute
-        quantized (`sana_jax.quantize`); the VAE stays in ``dtype``.
+        quantized (`sana_jax.quantize`); the VAE stays in ``dtype``. ``quantize_components``: which of the two
+        (None: both; ``("transformer",)``: the text encoder in ``dtype``). A folder saved quantized loads as it
+        was saved.
         ``offload_text_encoder``: the text encoder's weights stay in host memory and go to the device only while
         prompts are encoded, so they are released before the denoising loop (`Component.to_host`; Gemma2-2B holds
         5.2 GB in bf16). Costs one host-to-device copy of them per encoded prompt batch.
@@ -182,15 +185,17 @@ class SanaVideoPipeline:
                                   f"{sorted(k for k in index if not k.startswith('_'))})")
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype={dtype!r}; expected 'float32' or 'bfloat16'")
-        if quantize is not None:
-            from sana_jax.quantize import check_mode
+        from sana_jax.quantize import PIPELINE_COMPONENTS, check_components, check_mode
 
+        components = check_components(quantize_components)
+        if quantize is not None:
             check_mode(quantize)
+        modes = {name: quantize if name in components else None for name in PIPELINE_COMPONENTS}
         tokenizer = load_tokenizer(os.path.join(path, "tokenizer"))
-        text_encoder = load_component(os.path.join(path, "text_encoder"), dtype=dtype, quantize=quantize)
+        text_encoder = load_component(os.path.join(path, "text_encoder"), dtype=dtype, quantize=modes["text_encoder"])
         if offload_text_encoder:
             text_encoder.to_host()   # before the transformer loads: the two never share the device
-        transformer = load_component(os.path.join(path, "transformer"), dtype=dtype, quantize=quantize,
+        transformer = load_component(os.path.join(path, "transformer"), dtype=dtype, quantize=modes["transformer"],
                                      **{"scan_layers": True, **transformer_options})
         vae = load_component(os.path.join(path, "vae"), dtype=dtype)
         scheduler = load_scheduler(os.path.join(path, "scheduler"))

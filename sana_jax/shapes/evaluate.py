@@ -20,6 +20,7 @@ import numpy as np
 
 from sana_jax.pipeline.sample import STREAM_ONLY
 from sana_jax.quantize import MODES as QUANTIZE_MODES
+from sana_jax.quantize import PIPELINE_COMPONENTS
 from sana_jax.shapes import world
 from sana_jax.shapes.detect import detect
 
@@ -264,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--quantize", default=None, choices=QUANTIZE_MODES,
                         help="the text encoder's and the DiT's linear layers quantized (sana_jax.quantize)")
+    parser.add_argument("--quantize-components", nargs="+", default=list(PIPELINE_COMPONENTS),
+                        choices=PIPELINE_COMPONENTS, help="with --quantize: which components (default both)")
     args = parser.parse_args(argv)
 
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
@@ -313,7 +316,8 @@ def _evaluate_cli(args, splits) -> int:
 
     from sana_jax import SanaVideoPipeline
 
-    pipe = SanaVideoPipeline.from_pretrained(args.model, dtype=args.dtype, quantize=args.quantize)
+    pipe = SanaVideoPipeline.from_pretrained(args.model, dtype=args.dtype, quantize=args.quantize,
+                                             quantize_components=args.quantize_components)
     captions = [world.caption(*c) for s in splits for c in world.SPLITS[s]]
     sheet = args.sheet is not None
     report = evaluate(pipe, captions, videos_per_caption=args.videos_per_caption, seed=args.seed,
@@ -339,7 +343,8 @@ def _evaluate_cli(args, splits) -> int:
         from sana_jax._io import atomic_write_text
 
         record = {"model": args.model, "seed": args.seed,
-                  "settings": {**defaults, "dtype": args.dtype, "quantize": args.quantize},
+                  "settings": {**defaults, "dtype": args.dtype, "quantize": args.quantize,
+                                 "quantize_components": args.quantize_components if args.quantize else None},
                   "videos_per_caption": args.videos_per_caption, **report, "long": longs}
         atomic_write_text(args.json, json.dumps(record, indent=1) + "\n")
         print(f"report written to {args.json}")
