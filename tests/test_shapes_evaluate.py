@@ -176,7 +176,8 @@ def test_cli_rejects_a_json_path_in_a_missing_folder_and_too_many_long_captions(
 
 def test_cli_writes_sheet_json_and_long_summary(tmp_path, capsys, monkeypatch):
     pipe = _RenderingPipeline()
-    monkeypatch.setattr(SanaVideoPipeline, "from_pretrained", classmethod(lambda cls, path, dtype, quantize=None: pipe))
+    monkeypatch.setattr(SanaVideoPipeline, "from_pretrained",
+                        classmethod(lambda cls, path, dtype, quantize=None, quantize_components=None: pipe))
     sheet, record = tmp_path / "sheet.png", tmp_path / "report.json"
     assert evaluation.main(["--model", _model_folder(tmp_path), "--split", "held_out", "--videos-per-caption", "1",
                             "--long-seconds", "3", "--long-captions", "4", "--sheet", str(sheet),

@@ -272,7 +272,8 @@ def test_cli_prints_the_table_and_long_video_lines(tmp_path, monkeypatch, capsys
         {"height": 32, "width": 32, "frames": 17, "steps": 2, "guidance": 1.0, "fps": 8, "stream": True,
          "block_frames": 2, "sampler": "few_step"}))
     pipe = _RenderingPipeline()
-    monkeypatch.setattr(SanaVideoPipeline, "from_pretrained", classmethod(lambda cls, path, dtype, quantize=None: pipe))
+    monkeypatch.setattr(SanaVideoPipeline, "from_pretrained",
+                        classmethod(lambda cls, path, dtype, quantize=None, quantize_components=None: pipe))
     assert evaluation.main(["--model", str(tmp_path), "--split", "held_out", "--videos-per-caption", "1",
                             "--long-seconds", "5", "--long-captions", "1"]) == 0
     out = capsys.readouterr().out
