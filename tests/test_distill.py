@@ -367,6 +367,33 @@ def test_config_errors_name_the_key(teacher):
         read_training_config(config)
 
 
+def test_a_teacher_pipeline_folder_takes_a_fine_tuned_transformer_and_keeps_the_rest(tmp_path):
+    """``shapes.build teacher``: the teacher folder with another DiT in it (JAX format), every other part and its
+    sample defaults as they were; a block-causal student's transformer is refused."""
+    from sana_jax.components import Component, save_component
+    from sana_jax.shapes.build import build_teacher
+
+    build_tiny_pipeline(tmp_path / "teacher", seed=2)
+    with open(tmp_path / "teacher" / "sample_defaults.json", "w") as f:
+        json.dump({"steps": 20, "guidance": 6.0}, f)
+    teacher = load_component(tmp_path / "teacher" / "transformer")
+    tuned = jax.tree_util.tree_map(lambda a: a * 0.5, teacher.params)
+    save_component(Component(teacher.class_name, teacher.config, teacher.module, tuned), tmp_path / "tuned")
+    build_teacher(str(tmp_path / "teacher"), str(tmp_path / "tuned"), str(tmp_path / "out"))
+    loaded = load_component(tmp_path / "out" / "transformer")
+    for a, b in zip(jax.tree_util.tree_leaves(loaded.params), jax.tree_util.tree_leaves(tuned)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with open(tmp_path / "out" / "sample_defaults.json") as f:
+        assert json.load(f) == {"steps": 20, "guidance": 6.0}
+    for part in ("text_encoder", "vae", "tokenizer", "scheduler"):
+        assert sorted(os.listdir(tmp_path / "out" / part)) == sorted(os.listdir(tmp_path / "teacher" / part))
+    causal = distill._causal(teacher.config)
+    save_component(Component(causal.class_name, causal, teacher.module, teacher.params), tmp_path / "student_t")
+    with pytest.raises(ValueError, match="student_t: a SanaVideoCausalTransformer3DModel; expected a teacher DiT"):
+        build_teacher(str(tmp_path / "teacher"), str(tmp_path / "student_t"), str(tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_student_pipeline_folder_streams_with_few_step_defaults(tmp_path):
     """``shapes.build student``: the teacher pipeline's parts with the block-causal student transformer; it loads,
     streams by default (a block-causal checkpoint) with its few-step sample_defaults, and refuses a non-causal

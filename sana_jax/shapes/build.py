@@ -5,6 +5,7 @@
     python -m sana_jax.shapes.build pipeline PARTS OUT (--transformer FOLDER | --dit-config configs/demo_dit.py)
     python -m sana_jax.shapes.build cache PIPELINE OUT [--clips 4096] [--frames 17]
     python -m sana_jax.shapes.build student TEACHER_PIPELINE STUDENT_TRANSFORMER OUT   # the distilled pipeline
+    python -m sana_jax.shapes.build teacher TEACHER_PIPELINE TEACHER_TRANSFORMER OUT   # a fine-tuned teacher
 
 PARTS is a working folder holding ``tokenizer/``, ``text_encoder/`` and ``vae/``. ``pipeline`` assembles a
 diffusers ``SanaVideoPipeline`` folder from them plus a transformer (a component folder, e.g. exported with
@@ -165,25 +166,46 @@ def build_student(teacher: str, transformer: str, out: str) -> None:
     encoder, tokenizer, VAE and scheduler, the student ``transformer`` (a component folder, e.g. exported with
     ``python -m convert to-torch RUN FOLDER --ema``: a SanaVideoCausalTransformer3DModel) and the few-step
     sample_defaults.json."""
+    _with_transformer(teacher, transformer, out, "SanaVideoCausalTransformer3DModel", STUDENT_DEFAULTS,
+                      "the block-causal student (SanaVideoCausalTransformer3DModel, as a self_forcing run exports it)")
+
+
+def build_teacher(teacher: str, transformer: str, out: str) -> None:
+    """A teacher pipeline at ``out`` (replaced atomically, JAX format): the ``teacher`` pipeline folder with its
+    transformer replaced by ``transformer`` (e.g. a fine-tuning run exported with ``convert to-torch --ema``), the
+    teacher's sample_defaults.json kept (if it has one)."""
+    defaults = None
+    if os.path.isfile(os.path.join(teacher, "sample_defaults.json")):
+        with open(os.path.join(teacher, "sample_defaults.json")) as f:
+            defaults = json.load(f)
+    _with_transformer(teacher, transformer, out, "SanaVideoTransformer3DModel", defaults,
+                      "a teacher DiT (SanaVideoTransformer3DModel, as a DiT training run exports it)")
+
+
+def _with_transformer(pipeline: str, transformer: str, out: str, class_name: str, defaults: dict,
+                      expected: str) -> None:
+    """``pipeline``'s folder with ``transformer`` (a ``class_name`` component) in it, in the JAX format, and
+    ``defaults`` (or none) as its sample_defaults.json."""
     import shutil
 
     from sana_jax.components import load_component, save_component
 
-    student = load_component(transformer)
-    if student.class_name != "SanaVideoCausalTransformer3DModel":
-        raise ValueError(f"--transformer {transformer}: a {student.class_name}; expected the block-causal student "
-                         "(SanaVideoCausalTransformer3DModel, as a self_forcing run exports it)")
-    with open(os.path.join(teacher, "model_index.json")) as f:
+    model = load_component(transformer)
+    if model.class_name != class_name:
+        raise ValueError(f"--transformer {transformer}: a {model.class_name}; expected {expected}")
+    with open(os.path.join(pipeline, "model_index.json")) as f:
         index = json.load(f)
-    index["transformer"] = ["diffusers", student.class_name]
+    index["transformer"] = ["diffusers", model.class_name]
     with _io.atomic_directory(out) as tmp:
-        for name in os.listdir(teacher):
+        for name in os.listdir(pipeline):
             if name in ("transformer", "model_index.json", "sample_defaults.json", ".sana_jax_conversion.json"):
                 continue
-            src = os.path.join(teacher, name)
+            src = os.path.join(pipeline, name)
             (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, name))
-        save_component(student, os.path.join(tmp, "transformer"), format="jax")
-        for name, data in (("model_index.json", index), ("sample_defaults.json", STUDENT_DEFAULTS)):
+        save_component(model, os.path.join(tmp, "transformer"), format="jax")
+        for name, data in (("model_index.json", index), ("sample_defaults.json", defaults)):
+            if data is None:
+                continue
             with open(os.path.join(tmp, name), "w") as f:
                 json.dump(data, f, indent=2)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
@@ -210,6 +232,10 @@ def main(argv=None) -> None:
     p.add_argument("teacher", help="the teacher pipeline folder (its text encoder, VAE, scheduler are reused)")
     p.add_argument("transformer", help="the distilled student's transformer folder")
     p.add_argument("out")
+    p = sub.add_parser("teacher")
+    p.add_argument("teacher", help="the teacher pipeline folder (everything but its transformer is reused)")
+    p.add_argument("transformer", help="the new teacher DiT's transformer folder")
+    p.add_argument("out")
     p = sub.add_parser("cache")
     p.add_argument("pipeline")
     p.add_argument("out")
@@ -224,6 +250,8 @@ def main(argv=None) -> None:
         build_pipeline(args.parts, args.out, args.transformer, args.dit_config)
     elif args.stage == "student":
         build_student(args.teacher, args.transformer, args.out)
+    elif args.stage == "teacher":
+        build_teacher(args.teacher, args.transformer, args.out)
     else:
         build_cache(args.pipeline, args.out, args.clips, args.frames)
 
