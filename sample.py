@@ -14,9 +14,7 @@ import warnings
 
 
 def main(argv=None) -> int:
-    from sana_jax._cli import float_arg, int_arg, positive_int_arg, seed_arg
-    from sana_jax.quantize import MODES as QUANTIZE_MODES
-    from sana_jax.quantize import PIPELINE_COMPONENTS as QUANTIZE_COMPONENTS
+    from sana_jax._cli import add_quantize_arguments, float_arg, int_arg, positive_int_arg, seed_arg
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompt", required=True)
@@ -33,10 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--fps", type=positive_int_arg, default=None)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--quantize", default=None, choices=QUANTIZE_MODES,
-                   help="compute the text encoder's and the DiT's linear layers quantized (qwix)")
-    p.add_argument("--quantize-components", nargs="+", default=list(QUANTIZE_COMPONENTS), choices=QUANTIZE_COMPONENTS,
-                   help="with --quantize: which components (default both)")
+    add_quantize_arguments(p)
     p.add_argument("--offload-text-encoder", action="store_true",
                    help="keep the text encoder's weights in host memory, on the device only while encoding")
     p.add_argument("--decode-frames", type=int_arg(0), default=None,

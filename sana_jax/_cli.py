@@ -47,6 +47,16 @@ positive_int_arg = int_arg(1)
 seed_arg = int_arg(0, 2**32, high_text="2**32")  # jax.random.key keeps 32 bits: larger seeds would alias smaller
 
 
+def add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--quantize MODE`` and ``--quantize-components NAME...`` as `SanaVideoPipeline.from_pretrained` takes them."""
+    from sana_jax.quantize import MODES, PIPELINE_COMPONENTS
+
+    parser.add_argument("--quantize", default=None, choices=MODES,
+                        help="compute the text encoder's and the DiT's linear layers quantized (sana_jax.quantize)")
+    parser.add_argument("--quantize-components", nargs="+", default=list(PIPELINE_COMPONENTS),
+                        choices=PIPELINE_COMPONENTS, help="with --quantize: which components (default both)")
+
+
 def run(work: Callable[[], int | None], *, interrupted: str, exit_codes: Mapping[type, int] | None = None) -> int:
     """Runs ``work`` with signals unwinding the stack (``_io.terminate_cleanly``); returns the exit status.
 

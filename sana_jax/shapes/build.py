@@ -174,18 +174,14 @@ def build_teacher(teacher: str, transformer: str, out: str) -> None:
     """A teacher pipeline at ``out`` (replaced atomically, JAX format): the ``teacher`` pipeline folder with its
     transformer replaced by ``transformer`` (e.g. a fine-tuning run exported with ``convert to-torch --ema``), the
     teacher's sample_defaults.json kept (if it has one)."""
-    defaults = None
-    if os.path.isfile(os.path.join(teacher, "sample_defaults.json")):
-        with open(os.path.join(teacher, "sample_defaults.json")) as f:
-            defaults = json.load(f)
-    _with_transformer(teacher, transformer, out, "SanaVideoTransformer3DModel", defaults,
+    _with_transformer(teacher, transformer, out, "SanaVideoTransformer3DModel", None,
                       "a teacher DiT (SanaVideoTransformer3DModel, as a DiT training run exports it)")
 
 
-def _with_transformer(pipeline: str, transformer: str, out: str, class_name: str, defaults: dict,
+def _with_transformer(pipeline: str, transformer: str, out: str, class_name: str, defaults: dict | None,
                       expected: str) -> None:
     """``pipeline``'s folder with ``transformer`` (a ``class_name`` component) in it, in the JAX format, and
-    ``defaults`` (or none) as its sample_defaults.json."""
+    ``defaults`` as its sample_defaults.json (None: the pipeline's own, copied with the rest)."""
     import shutil
 
     from sana_jax.components import load_component, save_component
@@ -196,16 +192,15 @@ def _with_transformer(pipeline: str, transformer: str, out: str, class_name: str
     with open(os.path.join(pipeline, "model_index.json")) as f:
         index = json.load(f)
     index["transformer"] = ["diffusers", model.class_name]
+    written = {"model_index.json": index, **({} if defaults is None else {"sample_defaults.json": defaults})}
     with _io.atomic_directory(out) as tmp:
         for name in os.listdir(pipeline):
-            if name in ("transformer", "model_index.json", "sample_defaults.json", ".sana_jax_conversion.json"):
+            if name in ("transformer", ".sana_jax_conversion.json", *written):
                 continue
             src = os.path.join(pipeline, name)
             (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, name))
         save_component(model, os.path.join(tmp, "transformer"), format="jax")
-        for name, data in (("model_index.json", index), ("sample_defaults.json", defaults)):
-            if data is None:
-                continue
+        for name, data in written.items():
             with open(os.path.join(tmp, name), "w") as f:
                 json.dump(data, f, indent=2)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)

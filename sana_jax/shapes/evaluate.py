@@ -19,8 +19,6 @@ import os
 import numpy as np
 
 from sana_jax.pipeline.sample import STREAM_ONLY
-from sana_jax.quantize import MODES as QUANTIZE_MODES
-from sana_jax.quantize import PIPELINE_COMPONENTS
 from sana_jax.shapes import world
 from sana_jax.shapes.detect import detect
 
@@ -241,7 +239,7 @@ def format_long_summary(reports: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sana_jax._cli import float_arg, positive_int_arg, seed_arg
+    from sana_jax._cli import add_quantize_arguments, float_arg, positive_int_arg, seed_arg
     from sana_jax.shapes import DEMO_MODEL
 
     parser = argparse.ArgumentParser(prog="python -m sana_jax.shapes.evaluate", description=__doc__.split("\n")[0])
@@ -263,10 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="write a contact sheet: one row per held-out caption's first sample, one per long video")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the whole report as JSON")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--quantize", default=None, choices=QUANTIZE_MODES,
-                        help="the text encoder's and the DiT's linear layers quantized (sana_jax.quantize)")
-    parser.add_argument("--quantize-components", nargs="+", default=list(PIPELINE_COMPONENTS),
-                        choices=PIPELINE_COMPONENTS, help="with --quantize: which components (default both)")
+    add_quantize_arguments(parser)
     args = parser.parse_args(argv)
 
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
