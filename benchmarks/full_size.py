@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import statistics
 import sys
 import time
 
@@ -35,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks._timing import median_time
 from benchmarks.memory_plan import (
     CAPTION_TOKENS,
     PROMPT_TOKENS,
@@ -66,26 +66,20 @@ def _normal(key, shape, dtype):
 
 
 def random_component(config, mode: str, seed: int, **options) -> Component:
-    """`abstract_component`'s component with random bf16 weights made on the device (then quantized there)."""
-    bf16 = abstract_component(config, "bf16", **options)
-    leaves, treedef = jax.tree_util.tree_flatten(bf16.params)
-    key = jax.random.key(seed)
-    params = treedef.unflatten([_normal(jax.random.fold_in(key, i), a.shape, a.dtype) for i, a in enumerate(leaves)])
-    if mode == "bf16":
-        bf16.params = params
-        return bf16
-    from sana_jax import quantize as quantization
-    from sana_jax.components import REGISTRY
+    """`abstract_component` with random bf16 weights N(0, 0.02) made on the device (then quantized there)."""
+    def make(abstract):
+        leaves, treedef = jax.tree_util.tree_flatten(abstract)
+        key = jax.random.key(seed)
+        return treedef.unflatten([_normal(jax.random.fold_in(key, i), a.shape, a.dtype)
+                                  for i, a in enumerate(leaves)])
 
-    quantized = abstract_component(config, mode, **options)
-    spec = REGISTRY[config.class_name]
-    stacked = spec.layer_prefix if options.get("scan_layers") else None
-    from sana_jax.components import abstract_params
+    return abstract_component(config, mode, make, **options)
 
-    qabstract = abstract_params(spec, config, quantized.module)
-    quantized.params = jax.jit(lambda p: quantization.quantize_params(p, qabstract, stacked, jnp.bfloat16))(params)
-    del params
-    return quantized
+
+def cost(lowered) -> dict:
+    """XLA's cost analysis of a lowered program, compiled ("flops", "bytes accessed", ...)."""
+    analysis = lowered.compile().cost_analysis()
+    return analysis[0] if isinstance(analysis, (list, tuple)) else analysis
 
 
 def dit_forward(dit: Component, shape, caption_dim: int):
@@ -104,9 +98,8 @@ def cost_model(resolutions, te_config, frames: int):
     for name, (height, width, dit_config, vae_config) in resolutions.items():
         dit = abstract_component(dit_config, "bf16", scan_layers=False)
         shape = latent_shape(dit_config, vae_config, 1, height, width, frames)
-        cost = dit_forward(dit, shape, te_config.hidden_size).compile().cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        flops, accessed = cost["flops"], cost["bytes accessed"]
+        analysis = cost(dit_forward(dit, shape, te_config.hidden_size))
+        flops, accessed = analysis["flops"], analysis["bytes accessed"]
         p = dit_config.patch_size
         tokens = 2 * (shape[1] // p[0]) * (shape[2] // p[1]) * (shape[3] // p[2])
         compute = flops / PEAKS["H100"][0]
@@ -116,12 +109,8 @@ def cost_model(resolutions, te_config, frames: int):
 
 
 def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median seconds of ``fn()`` with its result ready (warm up before calling this)."""
+    return median_time(lambda: jax.block_until_ready(fn()), repeats)
 
 
 def generation(resolution, mode: str, te_config, frames: int, steps: int, decode_frames: int, repeats: int):
@@ -161,8 +150,7 @@ def generation(resolution, mode: str, te_config, frames: int, steps: int, decode
 
     row["denoise_s"] = timed(run, repeats)
     row["step_s"] = row["denoise_s"] / steps
-    flops = dit_forward(dit, shape, te_config.hidden_size).compile().cost_analysis()
-    flops = (flops[0] if isinstance(flops, (list, tuple)) else flops)["flops"]
+    flops = cost(dit_forward(dit, shape, te_config.hidden_size))["flops"]
     peak = device_peak()
     row["mfu"] = flops / row["step_s"] / peak[1] if peak else None
     row["gflop_per_step"] = flops / 1e9

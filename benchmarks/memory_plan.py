@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import re
 import sys
@@ -72,18 +73,23 @@ def _bf16(tree):
         lambda a: jax.ShapeDtypeStruct(a.shape, jnp.bfloat16) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
 
-def abstract_component(config, mode: str, **options) -> Component:
+def abstract_component(config, mode: str, make=None, **options) -> Component:
     """A component whose params are shape structures: bf16 weights, or ``mode``'s quantized values and bf16
-    scales as `load_component(quantize=mode)` holds them."""
+    scales as `load_component(quantize=mode)` holds them. ``make`` (bf16 shape structures -> arrays): real
+    params instead, made by it and quantized on the device (`full_size.py`'s random weights)."""
     spec = REGISTRY[config.class_name]
     module = spec.build(config, dtype="bfloat16", param_dtype="bfloat16", **options)
     params = _bf16(abstract_params(spec, config, module))
+    if make is not None:
+        params = make(params)
     if mode == "bf16":
         return Component(config.class_name, config, module, params, spec.methods, spec.static_argnames)
     qmodule = quantization.quantize_module(module, mode, config.class_name)
     stacked = spec.layer_prefix if options.get("scan_layers") else None
     qabstract = abstract_params(spec, config, qmodule)
-    qparams = jax.eval_shape(lambda p: quantization.quantize_params(p, qabstract, stacked, jnp.bfloat16), params)
+    quantize = functools.partial(quantization.quantize_params, abstract=qabstract, stacked=stacked,
+                                 dtype=jnp.bfloat16)
+    qparams = jax.eval_shape(quantize, params) if make is None else jax.jit(quantize)(params)
     return Component(config.class_name, config, qmodule, qparams, spec.methods, spec.static_argnames, quantize=mode)
 
 

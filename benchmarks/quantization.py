@@ -32,6 +32,7 @@ from sana_jax import load_component
 from sana_jax import quantize as quantization
 from sana_jax.components import REGISTRY, Component
 from sana_jax.config.transformer import SANA_VIDEO_2B_480P
+from sana_jax.testing.numerics import rel_err
 
 DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sana_jax", "shapes", "model",
                     "transformer")
@@ -69,7 +70,7 @@ def bench(name, model: Component, args, repeats: int):
     ref = outputs["bf16"]
     rows = []
     for (mode, _), seconds in zip(variants.items(), times):
-        err = np.linalg.norm(outputs[mode] - ref) / np.linalg.norm(ref)
+        err = rel_err(outputs[mode], ref)
         rows.append(f"| {name} | {mode} | {seconds * 1e3:.1f} | {base / seconds:.2f}x | "
                     f"{'-' if mode == 'bf16' else f'{err:.2%}'} |")
     return rows
