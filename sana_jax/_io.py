@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import signal
 import struct
 import sys
 import tempfile
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import ml_dtypes
 import numpy as np
@@ -237,8 +238,53 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
         raise
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+class LazyArray:
+    """A tensor read when asked for (``np.asarray``), for loaders that hold one tensor's host copy at a time:
+    ``shape`` and ``dtype`` known up front, ``read()`` returns a new array."""
+
+    __slots__ = ("shape", "dtype", "_read")
+
+    def __init__(self, shape: tuple[int, ...], dtype, read: Callable[[], np.ndarray]):
+        self.shape, self.dtype, self._read = tuple(shape), np.dtype(dtype), read
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def read(self) -> np.ndarray:
+        return self._read()
+
+    def __array__(self, dtype=None, copy=None):
+        value = self._read()
+        return value if dtype is None else value.astype(dtype, copy=False)
+
+
+def empty_aligned(shape: tuple[int, ...], dtype, alignment: int = 64) -> np.ndarray:
+    """``np.empty`` whose data starts on an ``alignment``-byte boundary: XLA:CPU's ``jax.device_put`` then uses the
+    array's memory as the device buffer instead of copying it (it copies a less aligned array)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + alignment, np.uint8)
+    start = (-raw.ctypes.data) % alignment
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def _read_range(path: str, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """One tensor's bytes read (not mapped) into a new aligned array: only that array is resident afterwards."""
+    out = empty_aligned(shape, dtype)
+    flat = out.reshape(-1).view(np.uint8)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        got = f.readinto(flat) if flat.size else 0
+    if got != flat.size:
+        raise WeightFileError(f"{path}: truncated while reading ({got} of {flat.size} bytes at offset {offset})")
+    return out
+
+
+def read_safetensors(path: str | os.PathLike, *, lazy: bool = False) -> dict[str, np.ndarray]:
     """Reads a .safetensors file into numpy arrays (memory-mapped), checking its header against its size.
+    ``lazy=True``: `LazyArray`s instead, each read from the file (not mapped) when asked for, so that a loader
+    converting them one by one never holds more than one tensor's host copy beside what it keeps.
 
     The header is checked whole before any tensor is mapped: a JSON object whose ``__metadata__`` (optional) maps
     strings to strings and whose every other entry holds a known ``dtype``, a ``shape`` of non-negative ints and
@@ -309,6 +355,9 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise WeightFileError(f"{path}: truncated safetensors file (tensor {key!r} needs {stop} bytes of data, "
                                   f"the file holds {data_size})")
         tensors.append((key, dtype, tuple(shape), start, count))
+    if lazy:
+        return {key: LazyArray(shape, dtype, functools.partial(_read_range, path, 8 + n + start, shape, dtype))
+                for key, dtype, shape, start, count in tensors}
     buf = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n, shape=(data_size,)) if data_size else b""
     return {key: np.frombuffer(buf, dtype=dtype, count=count, offset=start).reshape(shape)
             for key, dtype, shape, start, count in tensors}

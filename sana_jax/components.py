@@ -245,10 +245,10 @@ def load_component(path: str | os.PathLike, *, config: ComponentConfig | str | o
                 raise ConfigError(f"{path}: saved with quantize={saved!r}; loading it with quantize={quantize!r} is "
                                   f"not possible (load it with quantize={saved!r} or None, or quantize the float "
                                   f"model)")
-            flat = _io.read_safetensors(os.path.join(path, JAX_WEIGHTS))
+            flat = _io.read_safetensors(os.path.join(path, JAX_WEIGHTS), lazy=True)
             return quantization.load_quantized(path, flat, config, saved, options)
         if os.path.isfile(os.path.join(path, JAX_WEIGHTS)):
-            flat = dict(_io.read_safetensors(os.path.join(path, JAX_WEIGHTS)))
+            flat = _io.read_safetensors(os.path.join(path, JAX_WEIGHTS), lazy=True)
             source = os.path.join(path, JAX_WEIGHTS)
         else:
             state = read_state_dict(path, spec.weights_name)
@@ -286,9 +286,21 @@ def _assemble(spec: ComponentSpec, config, flat: dict, *, source: str, options: 
     if scanned:
         flat = rulebook.stack_layers(flat, spec.layer_prefix, config.num_layers)
     cast = options.get("param_dtype")
-    params = {k: jnp.asarray(v, dtype=cast) for k, v in flat.items()}
+    params = {k: to_device(flat.pop(k), cast) for k in sorted(flat)}
     return Component(config.class_name, config, module, rulebook.unflatten(params), spec.methods,
                      spec.static_argnames)
+
+
+def to_device(value, dtype=None) -> jax.Array:
+    """One weight as a device array (``dtype``: cast to it). A `_io.LazyArray` is read here into an array that
+    nothing else holds, which ``device_put`` takes over as the buffer on XLA:CPU (no copy) or copies to the
+    accelerator and releases: loading weight by weight then holds at most one host copy beside the loaded
+    weights. Any other array is copied (``jnp.asarray``), since it may view a read-only mapped file."""
+    if isinstance(value, _io.LazyArray):
+        value = value.read()
+        if dtype is None or np.dtype(dtype) == value.dtype:
+            return jax.device_put(value)
+    return jnp.asarray(value, dtype=dtype)
 
 
 def save_component(model: Component, path: str | os.PathLike, format: str = "diffusers", *,

@@ -145,10 +145,9 @@ def load_quantized(path: str, flat: dict, config, mode: str, options: dict):
     to the compute dtype), nothing quantized here."""
     import dataclasses
 
-    import jax.numpy as jnp
     from qwix._src.providers.ptq import WithAux
 
-    from sana_jax.components import REGISTRY, Component, abstract_params
+    from sana_jax.components import REGISTRY, Component, abstract_params, to_device
     from sana_jax.config import ConfigError
     from sana_jax.weights import rulebook
 
@@ -179,13 +178,13 @@ def load_quantized(path: str, flat: dict, config, mode: str, options: dict):
                 problems.append(f"{key + '.qvalue'!r} is {qvalue.dtype}, expected {want.array.qvalue.dtype} "
                                 f"(quantize={mode!r})")
             if qvalue is not None and scale is not None:
-                array = dataclasses.replace(want.array, qvalue=jnp.asarray(qvalue),
-                                            scale=jnp.asarray(scale, dtype=plain.dtype))
+                array = dataclasses.replace(want.array, qvalue=to_device(qvalue),
+                                            scale=to_device(scale, plain.dtype))
                 params[key] = want.replace(array=array)
         else:
             value = take(key, want)
             if value is not None:
-                params[key] = jnp.asarray(value, dtype=cast)
+                params[key] = to_device(value, cast)
     problems += [f"unexpected {key!r}" for key in sorted(flat)]
     if problems:
         raise ConfigError(f"{path}: a folder saved with quantize={mode!r} does not match its config: "

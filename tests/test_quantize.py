@@ -316,3 +316,51 @@ def test_convert_to_jax_quantize_writes_a_pipeline_that_loads_quantized_and_samp
     assert "quantize='int8': quantized weights are written in the JAX format only" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
 
+
+
+_LOAD_AND_REPORT_RSS = """
+import sys
+import jax
+import jax.numpy as jnp
+import qwix  # noqa: F401  (the modules a quantized load uses, imported before the measurement)
+from sana_jax import load_component
+
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+
+jnp.zeros(4).block_until_ready()                # the backend is up before the measurement
+with open("/proc/self/clear_refs", "w") as f:   # the peak resident size starts again from the current one
+    f.write("5")
+before = status("VmRSS")
+model = load_component(sys.argv[1])
+jax.block_until_ready(model.params)
+print(model.quantize, before, status("VmHWM"), status("VmRSS"))
+"""
+
+
+def test_a_pre_quantized_folder_loads_with_peak_host_memory_below_the_bf16_weights(published_width_block, tmp_path):
+    """The loader reads the stored int8 values and scales tensor by tensor into arrays XLA:CPU adopts as its
+    buffers, and never makes the bf16 weights: in a fresh process, the peak resident memory the load adds stays
+    below the model's bf16 size, and at least its quantized size, which the loaded model holds."""
+    import subprocess
+    import sys
+
+    from sana_jax import save_component
+
+    bf16_model = load_component(published_width_block, param_dtype=jnp.bfloat16)
+    save_component(quantization.quantize_component(bf16_model, "int8"), tmp_path / "q", format="jax")
+    config, module = bf16_model.config, bf16_model.module
+    spec = REGISTRY[config.class_name]
+    bf16 = _bytes(abstract_params(spec, config, module), jnp.bfloat16)
+    quantized = _bytes(abstract_params(spec, config, quantization.quantize_module(module, "int8", config.class_name)),
+                       jnp.bfloat16)
+    del bf16_model
+    result = subprocess.run([sys.executable, "-c", _LOAD_AND_REPORT_RSS, str(tmp_path / "q")], capture_output=True,
+                            text=True, env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"}, check=True)
+    mode, before, peak, after = result.stdout.split()[-4:]
+    added, kept = int(peak) - int(before), int(after) - int(before)
+    print(f"\nloading the pre-quantized block (D 2240): peak host memory +{added / 2**20:.0f} MiB (kept "
+          f"+{kept / 2**20:.0f}); its int8 weights {quantized / 2**20:.0f} MiB, bf16 {bf16 / 2**20:.0f} MiB")
+    assert mode == "int8"
+    assert 0.9 * quantized <= kept and added < bf16

@@ -217,6 +217,33 @@ def test_safetensors_path_that_is_not_a_regular_file_is_named(tmp_path):
         signal.signal(signal.SIGALRM, previous)
 
 
+def test_lazy_reads_equal_the_mapped_ones_and_a_file_cut_after_opening_is_named(tmp_path):
+    """``lazy=True`` reads each tensor from the file when asked for, into a new 64-byte-aligned array (XLA:CPU then
+    adopts it without a copy): the same values as the mapped read; a file truncated after its header was checked
+    is an error naming it, not a short tensor."""
+    import ml_dtypes
+
+    path = tmp_path / "t.safetensors"
+    tensors = {"a": np.arange(24, dtype=np.float32).reshape(2, 3, 4), "b": np.arange(7, dtype=np.int8),
+               "c": np.linspace(-2, 2, 10).astype(ml_dtypes.bfloat16), "e": np.zeros((0, 3), np.float32)}
+    write_safetensors(path, tensors)
+    mapped, lazy = read_safetensors(path), read_safetensors(path, lazy=True)
+    assert set(lazy) == set(tensors)
+    for key, value in tensors.items():
+        assert (lazy[key].shape, lazy[key].dtype) == (value.shape, value.dtype)
+        got = lazy[key].read()
+        assert (got.size == 0 or got.ctypes.data % 64 == 0) and got.flags.writeable
+        np.testing.assert_array_equal(got, mapped[key])
+        np.testing.assert_array_equal(np.asarray(lazy[key]), value)
+    del mapped
+    lazy = read_safetensors(path, lazy=True)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 2)
+    with pytest.raises(WeightFileError, match="truncated") as info:
+        lazy["c"].read()
+    assert str(path) in str(info.value)
+
+
 def test_empty_safetensors_file_with_no_tensors_reads_as_empty(tmp_path):
     _write_raw(tmp_path / "empty.safetensors", {}, b"")
     assert read_safetensors(tmp_path / "empty.safetensors") == {}

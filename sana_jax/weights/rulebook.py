@@ -15,6 +15,8 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from sana_jax._io import LazyArray, empty_aligned
+
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
@@ -140,8 +142,25 @@ def stack_layers(flat: Mapping[str, np.ndarray], prefix: str, num_layers: int) -
         if sorted(layers) != list(range(num_layers)):
             missing = sorted(set(range(num_layers)) - set(layers))
             raise WeightMappingError(f"{prefix}: layer(s) {missing} missing for '{rest}'")
-        out[f"{prefix}/{rest}"] = np.stack([layers[i] for i in range(num_layers)])
+        out[f"{prefix}/{rest}"] = _stack([layers[i] for i in range(num_layers)])
     return out
+
+
+def _stack(values: list) -> np.ndarray | LazyArray:
+    """``np.stack``; of `LazyArray`s, a `LazyArray` filling one preallocated array layer by layer when read."""
+    if not any(isinstance(v, LazyArray) for v in values):
+        return np.stack(values)
+    first = values[0]
+    if any(tuple(v.shape) != tuple(first.shape) or np.dtype(v.dtype) != np.dtype(first.dtype) for v in values):
+        return np.stack([np.asarray(v) for v in values])  # np.stack's own error names the mismatch
+
+    def read() -> np.ndarray:
+        out = empty_aligned((len(values), *first.shape), first.dtype)
+        for i, v in enumerate(values):
+            out[i] = np.asarray(v)
+        return out
+
+    return LazyArray((len(values), *first.shape), first.dtype, read)
 
 
 def unstack_layers(flat: Mapping[str, np.ndarray], prefix: str, *, shapes: bool = False) -> dict[str, np.ndarray]:
