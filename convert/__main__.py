@@ -1,7 +1,8 @@
 """python -m convert to-jax SRC DST   # diffusers pipeline folder -> JAX folder (same layout, Flax params)
 python -m convert to-jax SRC DST --quantize int8     # ... the transformer and text encoder saved quantized
 python -m convert to-torch SRC DST     # JAX folder -> diffusers folder that diffusers.SanaVideoPipeline loads
-python -m convert to-torch WORKDIR DST [--step N] [--ema]   # a training run's checkpoint -> a component folder
+python -m convert to-torch WORKDIR DST [--step N [N ...]] [--ema]   # a run's checkpoint (or the average of
+                                       # several) -> a component folder
                                        # (to-jax on a run writes the same component in JAX format)"""
 
 import argparse
@@ -22,7 +23,9 @@ def main(argv=None) -> int:
                         help="replace a non-empty DST that no conversion wrote (everything in it is deleted)")
     parser.add_argument("--strict", action="store_true",
                         help="non-finite (NaN/inf) weights are an error (default: a warning)")
-    parser.add_argument("--step", type=int, default=None, help="training run: the checkpoint step (default latest)")
+    parser.add_argument("--step", type=int, nargs="+", default=None,
+                        help="training run: the checkpoint step (default latest); several steps: their params "
+                             "averaged uniformly (checkpoint averaging)")
     parser.add_argument("--ema", action="store_true", help="training run: write the EMA params")
     parser.add_argument("--quantize", default=None, choices=QUANTIZE_MODES,
                         help="to-jax of a pipeline folder: write the transformer and text encoder quantized")
@@ -42,9 +45,11 @@ def _run(args) -> int:
         if args.quantize is not None:
             raise ValueError(f"--quantize {args.quantize}: applies to a pipeline folder; export the run first, then "
                              f"convert that folder with --quantize")
-        step = export_run(args.src, args.dst, step=args.step, ema=args.ema, overwrite=args.overwrite,
+        steps = None if args.step is None else args.step[0] if len(args.step) == 1 else args.step
+        step = export_run(args.src, args.dst, step=steps, ema=args.ema, overwrite=args.overwrite,
                           strict=args.strict, format="diffusers" if args.direction == "to-torch" else "jax")
-        print(f"wrote {args.dst} (step {step}{' EMA' if args.ema else ''} of {args.src}) in "
+        which = f"step {step}" if isinstance(step, int) else f"average of steps {', '.join(map(str, step))}"
+        print(f"wrote {args.dst} ({which}{' EMA' if args.ema else ''} of {args.src}) in "
               f"{time.perf_counter() - start:.1f} s")
         return 0
     if args.step is not None or args.ema:

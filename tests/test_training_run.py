@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,6 +18,8 @@ import pytest
 import torch
 
 from sana_jax.testing.numerics import rel_err
+from sana_jax.weights import rulebook
+from sana_jax.weights.pipeline_folder import CONVERSION_MARKER
 from sana_jax.training.checkpoint import Checkpointer
 from sana_jax.training.export import restore_params
 from sana_jax.training.trainer import NonFiniteLoss, train
@@ -111,13 +114,13 @@ def test_autoencoder_run_skips_and_counts_a_corrupt_video(tmp_path):
     assert rows[-1]["skipped"] == summary["skipped"] and all(np.isfinite(r["loss"]) for r in rows)
 
 
-def test_convert_to_torch_of_a_training_checkpoint_loads_in_diffusers(tmp_path):
+def test_convert_to_torch_of_a_training_checkpoint_loads_in_diffusers(tmp_path, capsys):
     from diffusers import SanaVideoTransformer3DModel
 
     from convert.__main__ import main as convert_main
     from sana_jax import load_component
 
-    train(_tiny(total_steps=2, checkpoint_every=2), str(tmp_path / "run"), progress=False)
+    train(_tiny(total_steps=4, checkpoint_every=2), str(tmp_path / "run"), progress=False)
     assert convert_main(["to-torch", str(tmp_path / "run"), str(tmp_path / "out")]) == 0
     ours = load_component(tmp_path / "out")
     params = _params(tmp_path / "run")
@@ -134,6 +137,23 @@ def test_convert_to_torch_of_a_training_checkpoint_loads_in_diffusers(tmp_path):
     assert rel_err(out, ref) < 1e-5
     # the exported weights are the checkpoint's
     np.testing.assert_array_equal(np.asarray(ours.params["proj_out"]["kernel"]), params["proj_out"]["kernel"])
+
+    # several steps: the uniform average of those checkpoints' params, in diffusers' folder like any export
+    assert convert_main(["to-torch", str(tmp_path / "run"), str(tmp_path / "avg"), "--step", "2", "4"]) == 0
+    averaged = rulebook.flatten(load_component(tmp_path / "avg", scan_layers=True).params)
+    two, four = rulebook.flatten(_params(tmp_path / "run", 2)), rulebook.flatten(_params(tmp_path / "run", 4))
+    assert set(averaged) == set(two) and any(not np.array_equal(two[k], four[k]) for k in two)
+    for key, value in averaged.items():
+        np.testing.assert_allclose(np.asarray(value), (two[key].astype(np.float64) + four[key]) / 2, rtol=1e-6,
+                                   atol=1e-7, err_msg=key)
+    SanaVideoTransformer3DModel.from_pretrained(tmp_path / "avg")
+    with open(tmp_path / "avg" / CONVERSION_MARKER) as f:
+        assert json.load(f)["step"] == [2, 4]
+    for bad, message in ((["2", "3"], r"no checkpoint at step\(s\) \[3\]; the run has \[2, 4\]"),
+                         (["2", "2"], r"step=\[2, 2\]; expected a step or distinct steps")):
+        assert convert_main(["to-torch", str(tmp_path / "run"), str(tmp_path / "bad"), "--step", *bad]) != 0
+        assert re.search(message, capsys.readouterr().err)
+        assert not (tmp_path / "bad").exists()
 
 
 def _train_cli(workdir, *flags, env=None, devices=8):

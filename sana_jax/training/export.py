@@ -1,6 +1,6 @@
 """A training run's checkpoint -> a component folder (diffusers format loads in diffusers; or JAX format).
 
-    python -m convert to-torch WORKDIR DST [--step N] [--ema]
+    python -m convert to-torch WORKDIR DST [--step N [N ...]] [--ema]
 
 The run's ``config.json`` says what was trained; the params (or their EMA) are read from the checkpoint onto one
 device and written like ``save_component`` does, under the conversion rules of ``weights.pipeline_folder``.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Sequence
 
 import jax
 import ml_collections
@@ -41,8 +42,10 @@ def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     return config
 
 
-def restore_params(workdir: str | os.PathLike, *, step: int | None = None, ema: bool = False):
-    """(task, params on one device, step) of a run's checkpoint (the latest when ``step`` is None)."""
+def restore_params(workdir: str | os.PathLike, *, step: int | Sequence[int] | None = None, ema: bool = False):
+    """(task, params on one device, step) of a run's checkpoint (the latest when ``step`` is None). ``step`` a
+    sequence of steps: the params of those checkpoints averaged uniformly (in float64, then their own dtype), and
+    the steps returned as a list."""
     config = read_training_config(load_run_config(workdir))
     null = None
     if config.task != "autoencoder":  # shapes only matter for the loss, which is not run here
@@ -52,19 +55,44 @@ def restore_params(workdir: str | os.PathLike, *, step: int | None = None, ema: 
                           mesh_lib.make_mesh({}, jax.devices()[:1]), mesh_lib.DEFAULT_RULES, task.minimal_batch(),
                           seed=config.seed, ema_decay=float(config.optim.ema_decay))
     checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), every=1, keep=1, read_only=True)
-    step = checkpoints.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"{workdir}: no checkpoint in {checkpoints.directory}")
-    state, _ = checkpoints.restore(program.abstract_sharded(), step, restore_data_state=False)
-    checkpoints.close()
-    if ema and state.ema_params is None:
-        raise ValueError(f"{workdir}: --ema asked for, but the run kept no EMA (optim.ema_decay = 0)")
-    return task, (state.ema_params if ema else task.trained_model(state.params)), step
+    try:
+        steps = _check_steps(workdir, step, checkpoints.all_steps())
+        total = None
+        for s in steps:
+            state, _ = checkpoints.restore(program.abstract_sharded(), s, restore_data_state=False)
+            if ema and state.ema_params is None:
+                raise ValueError(f"{workdir}: --ema asked for, but the run kept no EMA (optim.ema_decay = 0)")
+            params = state.ema_params if ema else task.trained_model(state.params)
+            if len(steps) == 1:
+                return task, params, s
+            params = jax.device_get(params)
+            total = jax.tree_util.tree_map(lambda p: np.asarray(p, np.float64), params) if total is None else \
+                jax.tree_util.tree_map(lambda t, p: t + np.asarray(p, np.float64), total, params)
+        average = jax.tree_util.tree_map(lambda t, p: (t / len(steps)).astype(np.asarray(p).dtype), total, params)
+        return task, average, steps
+    finally:
+        checkpoints.close()
 
 
-def export_run(workdir: str | os.PathLike, dst: str | os.PathLike, *, step: int | None = None, ema: bool = False,
-               format: str = "diffusers", overwrite: bool = False, strict: bool = False, warn=None) -> int:
-    """Writes the run's model at ``step`` to ``dst`` (a component folder); returns the step written.
+def _check_steps(workdir, step, available: list[int]) -> list[int]:
+    """``step`` (None: the latest; an int; a sequence of distinct ints) as a list of saved steps, else an error
+    naming the run, what was asked and the steps it has."""
+    if not available:
+        raise FileNotFoundError(f"{workdir}: no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+    steps = [max(available)] if step is None else [step] if isinstance(step, int) else list(step)
+    if not steps or len(set(steps)) != len(steps) or not all(isinstance(s, int) for s in steps):
+        raise ValueError(f"{workdir}: step={step!r}; expected a step or distinct steps to average, of {available}")
+    missing = [s for s in steps if s not in available]
+    if missing:
+        raise FileNotFoundError(f"{workdir}: no checkpoint at step(s) {missing}; the run has {available}")
+    return steps
+
+
+def export_run(workdir: str | os.PathLike, dst: str | os.PathLike, *, step: int | Sequence[int] | None = None,
+               ema: bool = False, format: str = "diffusers", overwrite: bool = False, strict: bool = False,
+               warn=None) -> int | list[int]:
+    """Writes the run's model at ``step`` to ``dst`` (a component folder); returns the step written. Several steps:
+    their params averaged uniformly (checkpoint averaging; `restore_params`), the list of steps returned.
 
     ``dst`` follows the conversion rules (``pipeline_folder.check_destination``); non-finite params are a warning
     (``warn``, default stderr) or, with ``strict``, an error.
