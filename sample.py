@@ -37,6 +37,9 @@ def main(argv=None) -> int:
     p.add_argument("--decode-frames", type=int_arg(0), default=None,
                    help="without --stream: the VAE decodes this many latent frames at a time through its carried "
                         "state (constant activation memory; 0, the default: the whole clip at once)")
+    p.add_argument("--cfg-sequential", action="store_true",
+                   help="without --stream: run CFG's negative and positive branch as two transformer calls per "
+                        "step instead of one batched call (the same video, half the denoising activation memory)")
     p.add_argument("--out", default="video.mp4")
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                    help="long video block by block in constant memory, appended to the mp4 as it is decoded "
@@ -69,6 +72,8 @@ def main(argv=None) -> int:
                          decode_window=d.get("decode_window", 0))
         if args.decode_frames is not None:
             extra["decode_frames"] = args.decode_frames
+        if args.cfg_sequential:
+            extra["cfg_batched"] = False
         sample_to_file(model, args.prompt, args.out, image=args.image, fps=d["fps"], dtype=args.dtype,
                        quantize=args.quantize, quantize_components=args.quantize_components,
                        offload_text_encoder=args.offload_text_encoder, stream=stream,

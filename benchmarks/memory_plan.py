@@ -4,6 +4,7 @@ the weights resident while it runs. Random weights are never made: every program
     python benchmarks/memory_plan.py                      # 480p (Wan2.1 VAE) and 720p (LTX-2 VAE); bf16 int8 fp8
     python benchmarks/memory_plan.py --tiny               # dry run at toy width (seconds)
     python benchmarks/memory_plan.py --resolutions 480p --modes bf16
+    python benchmarks/memory_plan.py --cfg-sequential     # CFG's two branches as two DiT calls (cfg_batched=False)
 
 The generation is the pipeline's own (`SanaVideoPipeline` built around components whose params are shape
 structures, so the programs measured are the ones `pipe(...)` compiles): Gemma2-2B encodes the prompt and the
@@ -146,7 +147,8 @@ def measure(lowered, params, name) -> Stage:
     return Stage(name, program, stats.temp_size_in_bytes, nbytes(params), took, upcast)
 
 
-def plan(resolution, mode: str, te_config, decode_frames: int, frames: int, steps: int) -> dict:
+def plan(resolution, mode: str, te_config, decode_frames: int, frames: int, steps: int,
+         cfg_batched: bool = True) -> dict:
     height, width, dit_config, vae_config = resolution
     te = abstract_component(te_config, mode)
     dit = abstract_component(dit_config, mode, scan_layers=True)
@@ -160,7 +162,8 @@ def plan(resolution, mode: str, te_config, decode_frames: int, frames: int, step
     mask = s((2, CAPTION_TOKENS), jnp.int32)
     denoise = measure(pipe._denoise.lower(dit.params, s(shape, jnp.float32), embeds, mask, s((), jnp.float32),
                                           schedule=SANA_VIDEO_DPM_SCHEDULER.schedule(steps), image_to_video=False,
-                                          cfg=True, progress=False), dit.params, "denoise")
+                                          cfg=True, cfg_batched=cfg_batched, progress=False), dit.params,
+                      "denoise")
     latents = s(shape, jnp.bfloat16)
     if decode_frames and decode_frames < shape[1]:
         # The largest run: a later one (it carries the causal state in and out); the first has none in.
@@ -203,16 +206,20 @@ def main(argv=None):
     p.add_argument("--decode-frames", type=int, default=1, help="0: the whole clip in one program")
     p.add_argument("--frames", type=int, default=81)
     p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--cfg-sequential", action="store_true",
+                   help="CFG's negative and positive branch as two DiT calls per step (pipe(..., cfg_batched=False))")
     p.add_argument("--tiny", action="store_true", help="toy widths, the published layouts (a dry run)")
     args = p.parse_args(argv)
     te_config, resolutions = tiny_resolutions() if args.tiny else (GEMMA2_2B, RESOLUTIONS)
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}; "
-          f"{args.frames} frames, {args.steps} steps, CFG; decode_frames {args.decode_frames}"
+          f"{args.frames} frames, {args.steps} steps, CFG {'in two calls' if args.cfg_sequential else 'batched'}; "
+          f"decode_frames {args.decode_frames}"
           + (" (TINY dry run)" if args.tiny else ""), flush=True)
     rows = []
     for res in args.resolutions:
         for mode in args.modes:
-            result = plan(resolutions[res], mode, te_config, args.decode_frames, args.frames, args.steps)
+            result = plan(resolutions[res], mode, te_config, args.decode_frames, args.frames, args.steps,
+                          cfg_batched=not args.cfg_sequential)
             text, denoise, decode = result["stages"]
             print(f"{res} {mode}: latents {result['shape']}; weights GB: text encoder {text.params / GB:.2f}, DiT "
                   f"{denoise.params / GB:.2f}, VAE {decode.params / GB:.2f}; temporaries GB: text "

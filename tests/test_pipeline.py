@@ -92,11 +92,12 @@ def test_text_to_video_with_cfg_and_instruction_matches_diffusers(reference, our
     assert np.abs(video.astype(np.int16) - expected).max() <= 1
 
 
-@pytest.mark.parametrize("decode_frames", [1, 2])
-def test_memory_plan_offloaded_text_encoder_and_decode_in_runs_match_diffusers(folder, reference, decode_frames):
+@pytest.mark.parametrize("decode_frames,cfg_batched", [(1, False), (2, True)])
+def test_memory_plan_offloaded_text_encoder_and_decode_in_runs_match_diffusers(folder, reference, decode_frames,
+                                                                                cfg_batched):
     """Gemma2's weights on the host between its calls, the VAE decoding `decode_frames` latent frames at a time
-    through its carried state, the loop donating its latents: the same video as diffusers, the caller's noise
-    untouched."""
+    through its carried state, the loop donating its latents, CFG's branches batched or as two calls: the same
+    video as diffusers, the caller's noise untouched."""
     import jax
 
     pipe = SanaVideoPipeline.from_pretrained(folder, offload_text_encoder=True)
@@ -107,7 +108,7 @@ def test_memory_plan_offloaded_text_encoder_and_decode_in_runs_match_diffusers(f
         ref_video = reference(PROMPT, latents=noise.clone(), output_type="np", use_resolution_binning=False,
                               **kw).frames
     given = jnp.asarray(_cl(noise))
-    video = pipe(PROMPT, latents=given, decode_frames=decode_frames, **kw)
+    video = pipe(PROMPT, latents=given, decode_frames=decode_frames, cfg_batched=cfg_batched, **kw)
     expected = np.round(np.clip(ref_video, 0, 1) * 255).astype(np.int16)
     assert video.shape == expected.shape and np.abs(video.astype(np.int16) - expected).max() <= 1
     np.testing.assert_array_equal(np.asarray(given), _cl(noise))     # not donated away
@@ -169,6 +170,7 @@ def test_dropping_caption_padding_leaves_the_transformer_output_unchanged(ours):
     (dict(height=30), "height"), (dict(width=40), "multiples of 16"), (dict(frames=8), "frames=8"),
     (dict(output_type="pil"), "output_type"), (dict(latents=np.zeros((1, 3, 4, 4, 8))), "latents"),
     (dict(decode_frames=-1), "decode_frames=-1"), (dict(decode_frames=1.5), "decode_frames=1.5"),
+    (dict(cfg_batched="no"), "cfg_batched='no'"),
 ])
 def test_bad_sizes_and_options_are_named(ours, kwargs, match):
     args = {**SIZE, "num_inference_steps": 1, **kwargs}
@@ -207,7 +209,7 @@ def test_sample_py_writes_an_mp4_with_the_requested_frames_and_size(folder, tmp_
     out = tmp_path / "clip.mp4"
     proc = _sample(["--model", str(folder), "--prompt", "a red circle", "--height", "32", "--width", "48",
                     "--frames", "13", "--steps", "2", "--out", str(out), "--offload-text-encoder",
-                    "--decode-frames", "1"], repo)
+                    "--decode-frames", "1", "--cfg-sequential"], repo)
     assert proc.returncode == 0, proc.stderr
     assert str(out) in proc.stdout
     frames = iio.imread(out, plugin="pyav") if _has_pyav() else np.stack(list(_read_ffmpeg(out)))
@@ -221,6 +223,7 @@ def test_sample_py_errors_are_one_line_with_exit_code_2(folder, tmp_path):
         ["--model", str(tmp_path / "nowhere"), "--prompt", "x"],
         ["--model", str(folder), "--prompt", "x", "--out", str(tmp_path / "no_dir" / "v.mp4")],
         ["--model", str(folder), "--prompt", "x", "--stream", "--decode-frames", "1"],
+        ["--model", str(folder), "--prompt", "x", "--stream", "--cfg-sequential"],
     ]
     for args in cases:
         proc = _sample([*args, "--out", str(tmp_path / "v.mp4")] if "--out" not in args else args, repo)

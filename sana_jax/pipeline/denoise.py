@@ -19,11 +19,13 @@ FEW_STEP_TIMESTEPS = (1000, 960, 889, 727)
 
 
 def guided_velocity(module, params, x, t, embeds, mask, guidance_scale, *, cfg: bool, pin: bool,
-                    per_frame: bool = False, cache=None, frame_offset=0, block_sizes=None):
+                    per_frame: bool = False, cache=None, frame_offset=0, block_sizes=None, cfg_batched: bool = True):
     """The guided velocity at timestep ``t`` (scalar) for latents x (B, F', H', W', C) -> float32, x's shape.
 
     ``cfg``: embeds / mask are [negative; positive] (2B rows) and both branches run as one batched call, mixed as
-    uncond + guidance_scale (cond - uncond). ``pin``: latent frame 0 is clean (image-to-video), timestep 0 there.
+    uncond + guidance_scale (cond - uncond); ``cfg_batched=False``: the two branches as two calls of B rows
+    instead, the same velocity with half the transformer's activation memory. ``pin``: latent frame 0 is clean
+    (image-to-video), timestep 0 there.
     ``per_frame``: pass the timestep per latent frame (B, F') even when unpinned (else (B,)). ``cache``: the
     block-causal state of the blocks before x (``x`` is the next block, RoPE time starting at ``frame_offset``).
     ``block_sizes``: without a cache, attend block-causally over x's latent frames in these blocks.
@@ -35,25 +37,32 @@ def guided_velocity(module, params, x, t, embeds, mask, guidance_scale, *, cfg: 
             tt = tt.at[:, 0].set(0.0)
     else:
         tt = jnp.broadcast_to(t, (b,))
-    if cfg:
-        x, tt = jnp.concatenate([x, x]), jnp.concatenate([tt, tt])
     state = dict(block_sizes=block_sizes, frame_offset=frame_offset) if cache is None else \
         dict(cache=cache, frame_offset=frame_offset)
-    v = module.apply({"params": params}, x.astype(module.dtype), tt, embeds, mask, **state)
-    v = (v[0] if cache is not None else v).astype(jnp.float32)  # with a cache the model also returns it
-    if cfg:
-        uncond, cond = jnp.split(v, 2)
-        v = uncond + guidance_scale * (cond - uncond)
-    return v
+
+    def velocity(x, tt, embeds, mask):
+        v = module.apply({"params": params}, x.astype(module.dtype), tt, embeds, mask, **state)
+        return (v[0] if cache is not None else v).astype(jnp.float32)  # with a cache the model also returns it
+
+    if not cfg:
+        return velocity(x, tt, embeds, mask)
+    if cfg_batched:
+        uncond, cond = jnp.split(velocity(jnp.concatenate([x, x]), jnp.concatenate([tt, tt]), embeds, mask), 2)
+    else:
+        (neg, pos), (neg_mask, pos_mask) = jnp.split(embeds, 2), jnp.split(mask, 2)
+        uncond = velocity(x, tt, neg, neg_mask)
+        cond = velocity(x, tt, pos, pos_mask)
+    return uncond + guidance_scale * (cond - uncond)
 
 
 def multistep(module, params, latents, embeds, mask, guidance_scale, *, schedule, cfg: bool, pin: bool,
-              per_frame: bool = False, cache=None, frame_offset=0, on_step=None):
+              per_frame: bool = False, cache=None, frame_offset=0, on_step=None, cfg_batched: bool = True):
     """All steps of the multistep ``schedule`` (flow DPM-Solver++, flow Euler) under one ``lax.fori_loop``.
 
     latents (B, F', H', W', C) float32: the initial noise, with the clean image latents in frame 0 when ``pin``
     (that frame is never updated). ``schedule`` holds the timestep / sigma tables and the update rule.
-    ``on_step(i)``: a host callback after each step (progress). Returns (latents, first non-finite step or -1).
+    ``on_step(i)``: a host callback after each step (progress). ``cfg_batched``: see `guided_velocity`. Returns
+    (latents, first non-finite step or -1).
     """
     pinned = latents[:, :1]
     moving = latents[:, 1:] if pin else latents
@@ -62,7 +71,8 @@ def multistep(module, params, latents, embeds, mask, guidance_scale, *, schedule
     def body(i, carry):
         moving, state, bad = carry
         v = guided_velocity(module, params, join(moving), schedule.model_timestep(i), embeds, mask, guidance_scale,
-                            cfg=cfg, pin=pin, per_frame=per_frame, cache=cache, frame_offset=frame_offset)
+                            cfg=cfg, pin=pin, per_frame=per_frame, cache=cache, frame_offset=frame_offset,
+                            cfg_batched=cfg_batched)
         moving, state = schedule.step(state, v[:, 1:] if pin else v, i, moving)
         if on_step is not None:
             jax.debug.callback(on_step, i)

@@ -153,7 +153,7 @@ class SanaVideoPipeline:
         self._streamer = BlockStreamer(self)
         # The loop's latents are donated: the sampled latents take the noise's buffer.
         self._denoise = _compile.jit(functools.partial(_denoise, transformer.module, self._progress),
-                                     static_argnames=("schedule", "image_to_video", "cfg", "progress"),
+                                     static_argnames=("schedule", "image_to_video", "cfg", "cfg_batched", "progress"),
                                      donate_argnums=(1,))
         self._decode = _compile.jit(functools.partial(_decode, vae.module), static_argnames=("mode",))
 
@@ -222,7 +222,7 @@ class SanaVideoPipeline:
                  latents=None, output_type: str = "np", num_videos_per_prompt: int = 1,
                  motion_score: int | None = None, instruction=prompt_lib.COMPLEX_HUMAN_INSTRUCTION,
                  max_sequence_length: int = 300, use_resolution_binning: bool = False, progress: bool = False,
-                 decode_frames: int = 0):
+                 decode_frames: int = 0, cfg_batched: bool = True):
         """Samples videos. Returns uint8 (B, F, H, W, 3) for ``output_type="np"``, float32 latents for "latent".
 
         ``latents``: optional initial noise, channels-last (B, F', H', W', C) with B = prompts x
@@ -233,6 +233,8 @@ class SanaVideoPipeline:
         centre-crop the decoded video to height x width. ``decode_frames`` = k > 0: the VAE decodes the latents k
         latent frames at a time through its carried causal state (``decode_chunk``; the same video, the activation
         memory of k frames, one compiled program per run shape); 0: the whole clip in one program.
+        ``cfg_batched=False``: each step runs the negative and the positive branch of CFG as two transformer calls
+        of B rows instead of one of 2B (the same video; half the denoising loop's activation memory).
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r}; expected one of {OUTPUT_TYPES}")
@@ -241,6 +243,8 @@ class SanaVideoPipeline:
             raise ValueError(f"num_videos_per_prompt={num_videos_per_prompt}; expected >= 1")
         if isinstance(decode_frames, bool) or not isinstance(decode_frames, (int, np.integer)) or decode_frames < 0:
             raise ValueError(f"decode_frames={decode_frames!r}; expected an integer >= 0 (0: the whole clip at once)")
+        if not isinstance(cfg_batched, bool):
+            raise ValueError(f"cfg_batched={cfg_batched!r}; expected True or False")
         batch = len([prompt] if isinstance(prompt, str) else prompt) * num_videos_per_prompt
         out_size = (height, width)
         if use_resolution_binning:
@@ -273,7 +277,8 @@ class SanaVideoPipeline:
         latents, bad_step = self._denoise(self.transformer.params, latents, embeds, mask,
                                           jnp.float32(guidance_scale),
                                           schedule=self.scheduler.schedule(num_inference_steps),
-                                          image_to_video=image is not None, cfg=cfg, progress=progress)
+                                          image_to_video=image is not None, cfg=cfg, cfg_batched=cfg_batched,
+                                          progress=progress)
         timings["denoise"] = _block(latents, start)
         self._progress.close()
         if int(bad_step) >= 0:
@@ -384,14 +389,15 @@ def _decode(vae_module, params, latents, state, *, mode):
 
 
 def _denoise(module, step_hook, params, latents, embeds, mask, guidance_scale, *, schedule,
-             image_to_video: bool, cfg: bool, progress: bool):
+             image_to_video: bool, cfg: bool, progress: bool, cfg_batched: bool = True):
     """All denoising steps in one program (``denoise.multistep``). latents (B, F', H', W', C) fp32; embeds (B or
     2B, L, D). Returns (latents, the first step whose latents hold NaN/inf, or -1).
 
     ``schedule`` (static, hashable by config and step count) holds the timestep/sigma tables and the update rule.
     """
     return denoise.multistep(module, params, latents, embeds, mask, guidance_scale, schedule=schedule, cfg=cfg,
-                             pin=image_to_video, on_step=step_hook.update if progress else None)
+                             pin=image_to_video, on_step=step_hook.update if progress else None,
+                             cfg_batched=cfg_batched)
 
 
 class _StepProgress:
