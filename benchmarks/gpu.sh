@@ -4,7 +4,8 @@
 #   1. the Pallas (Triton) linear attention: compiled kernels against fp32 XLA (--check), forward(+backward) timing
 #   2. the full-size generation (480p bf16 and int8, 720p bf16): per-stage seconds, s/step, DiT MFU, peak memory
 #      (benchmarks/full_size.py, one process per row so each peak is its own)
-#   3. the 480p memory plan from the GPU's own compiled programs (benchmarks/memory_plan.py)
+#   3. the 480p memory plan from the GPU's own compiled programs (benchmarks/memory_plan.py), CFG batched and in two
+#      calls
 #   4. bf16 vs int8 / w8a8 / fp8 forward time (benchmarks/quantization.py)
 # Run from the repo root with the qwix wheel (not in the GPU image) in .whl:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl qwix==0.1.8
@@ -38,5 +39,6 @@ for row in "480p bf16 120" "480p int8 75" "720p bf16 100"; do
   step "full_size_$1_$2" "$3" $py benchmarks/full_size.py --resolutions "$1" --modes "$2" $tiny ${TINY:+--steps 3}
 done
 step memory_plan 45 $py benchmarks/memory_plan.py --resolutions 480p --modes bf16 int8 $tiny
+step memory_plan_cfg_sequential 30 $py benchmarks/memory_plan.py --resolutions 480p --modes int8 --cfg-sequential $tiny
 step quantization 45 $py benchmarks/quantization.py --repeats 5 $tiny
 echo "=== done $(date -u +%T)"
