@@ -12,7 +12,13 @@ import jax
 # XLA:CPU runs LLVM at -O3 by default. At -O2 the demo stream's DiT steps compile 1.5-2x faster and its VAE decodes
 # 1.1-1.4x (benchmarks/stream_cold_start.py on 2 cores), and they run no slower; a cold stream's time is mostly
 # compilation. Other platforms keep XLA's defaults (not measured).
-CPU_OPTIONS = {"xla_backend_optimization_level": 2}
+# XLA:CPU hands convolutions to YNNPACK by default; its own (Eigen) convolutions run the Wan2.1 VAE decode at 16x16
+# latents 1.2x faster (9.3 vs 11.2 s, benchmarks/vae.py). The list is XLA's default YNNPACK fusions without
+# LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION (the flag takes a whole list here, not "-individual_convolution"); the
+# DiT programs have no convolution, so only the VAE decodes change.
+CPU_OPTIONS = {"xla_backend_optimization_level": 2,
+               "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,"
+                                                       "LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 @functools.cache
