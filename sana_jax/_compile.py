@@ -23,8 +23,17 @@ CPU_OPTIONS = {"xla_backend_optimization_level": 2,
 
 @functools.cache
 def compiler_options() -> dict | None:
-    """The options ``jit`` adds for the default backend (None: XLA's defaults)."""
-    return dict(CPU_OPTIONS) if jax.default_backend() == "cpu" else None
+    """The options ``jit`` adds for the default backend (None: XLA's defaults). An option this jaxlib does not know
+    (the YNNPACK one is experimental) is left out rather than failing every program: one tiny compile checks."""
+    if jax.default_backend() != "cpu":
+        return None
+    options = dict(CPU_OPTIONS)
+    for name in [k for k in options if k.startswith("xla_cpu_experimental_")]:
+        try:
+            jax.jit(lambda x: x + 1, compiler_options={name: options[name]}).lower(jax.numpy.zeros(1)).compile()
+        except Exception:  # noqa: BLE001 -- XLA reports an unknown option or value as several error types
+            del options[name]
+    return options
 
 
 def jit(fun, **kwargs):

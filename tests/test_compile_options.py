@@ -1,0 +1,38 @@
+"""`sana_jax._compile`: the CPU compiler options the pipeline's programs compile with."""
+
+import jax
+import jax.numpy as jnp
+
+from sana_jax import _compile
+
+
+def _compiled_text(fun, *args):
+    return _compile.jit(fun).lower(*args).compile().as_text()
+
+
+def test_cpu_programs_keep_convolutions_off_ynnpack_and_dots_on_it():
+    """The options take convolutions away from YNNPACK (Eigen's are faster for the Wan VAE here) and leave dots
+    and reductions where XLA puts them by default."""
+    _compile.compiler_options.cache_clear()
+    assert "xla_cpu_experimental_ynn_fusion_type" in _compile.compiler_options()
+    conv = _compiled_text(lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                                                    dimension_numbers=("NHWC", "HWIO", "NHWC")),
+                          jnp.ones((1, 16, 16, 32)), jnp.ones((3, 3, 32, 32)))
+    default_conv = jax.jit(lambda x, k: jax.lax.conv_general_dilated(
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))).lower(
+        jnp.ones((1, 16, 16, 32)), jnp.ones((3, 3, 32, 32))).compile().as_text()
+    assert "__ynn_fusion" in default_conv and "__ynn_fusion" not in conv
+    assert "__ynn_fusion" in _compiled_text(lambda a, b: a @ b, jnp.ones((64, 128)), jnp.ones((128, 64)))
+
+
+def test_an_option_this_jaxlib_does_not_know_is_left_out(monkeypatch):
+    monkeypatch.setitem(_compile.CPU_OPTIONS, "xla_cpu_experimental_ynn_fusion_type", "LIBRARY_FUSION_TYPE_NO_SUCH")
+    _compile.compiler_options.cache_clear()
+    try:
+        options = _compile.compiler_options()
+        assert "xla_cpu_experimental_ynn_fusion_type" not in options
+        assert options["xla_backend_optimization_level"] == 2
+        assert float(_compile.jit(lambda x: x * 2)(jnp.float32(3))) == 6.0
+    finally:
+        monkeypatch.undo()
+        _compile.compiler_options.cache_clear()
