@@ -384,3 +384,38 @@ def test_a_pre_quantized_folder_loads_with_peak_host_memory_below_the_bf16_weigh
           f"+{kept / 2**20:.0f}); its int8 weights {quantized / 2**20:.0f} MiB, bf16 {bf16 / 2**20:.0f} MiB")
     assert mode == "int8"
     assert 0.9 * quantized <= kept and added < bf16
+
+
+@pytest.fixture(scope="module")
+def published_width_gemma2(tmp_path_factory):
+    """Two Gemma2 layers at Gemma2-2B's width (hidden 2304, MLP 9216, 8 heads of 256, 4 KV heads, softcaps) with
+    transformers' random init and a 512-token vocabulary (the embedding is never quantized)."""
+    import torch
+    from transformers import Gemma2Config, Gemma2Model
+
+    from sana_jax.config.gemma2 import GEMMA2_2B
+
+    torch.manual_seed(0)
+    keep = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+            "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping", "sliding_window",
+            "rms_norm_eps", "rope_theta", "hidden_activation")
+    cfg = Gemma2Config(vocab_size=512, num_hidden_layers=2, max_position_embeddings=64,
+                       **{k: getattr(GEMMA2_2B, k) for k in keep})
+    folder = tmp_path_factory.mktemp("gemma2_2b_width") / "text_encoder"
+    Gemma2Model(cfg).eval().save_pretrained(folder)
+    return folder
+
+
+# measured 2026-12-03: 2.0 / 3.4 / 6.2% (fp8 is e4m3 weights alone for Gemma2: ~3.6% rms rounding each)
+GEMMA2_BOUNDS = {"int8": 0.03, "w8a8": 0.05, "fp8": 0.08}
+
+
+@pytest.mark.parametrize("mode", quantization.MODES)
+def test_gemma2_at_the_published_width_stays_close_in_each_mode(published_width_gemma2, mode):
+    ids = np.random.default_rng(0).integers(0, 512, size=(2, 32)).astype(np.int32)
+    mask = np.ones((2, 32), np.int32)
+    want = np.asarray(load_component(published_width_gemma2)(ids, mask))
+    got = np.asarray(load_component(published_width_gemma2, quantize=mode)(ids, mask))
+    err = rel_err(got, want)
+    print(f"\nGemma2, 2 layers at the 2B width, {mode}: relative error {err:.2%} (bound {GEMMA2_BOUNDS[mode]:.0%})")
+    assert np.isfinite(got).all() and 0 < err <= GEMMA2_BOUNDS[mode]
