@@ -35,6 +35,8 @@ import time
 from _timing import interleaved_median_times
 
 DEVICES = 8
+REMAT_POLICIES = ("none", "dots", "dots_no_batch", "full")
+CPU_REMAT = "dots_no_batch"  # the fastest policy on this CPU (section "Remat policies")
 ARCH = dict(  # diffusers SanaVideoTransformer3DModel config.json keys
     in_channels=16, out_channels=16, num_attention_heads=4, attention_head_dim=64, num_layers=4,
     num_cross_attention_heads=4, cross_attention_head_dim=64, cross_attention_dim=256, caption_channels=64,
@@ -95,6 +97,7 @@ def step_time(warmup: int, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ref.save_pretrained(tmp)  # both JAX tasks start from ``ref``'s weights
         tasks = {scan: dit_task(**{"model.init_from": tmp, "model.scan_layers": scan}) for scan in (True, False)}
+        tasks["remat"] = dit_task(**{"model.init_from": tmp, "model.remat_policy": CPU_REMAT})
     batch = {k: jnp.asarray(v) for k, v in random_batch(TIMING_BATCH, LATENTS, *TEXT).items()}
 
     def jax_step(config, task):
@@ -114,7 +117,8 @@ def step_time(warmup: int, repeats: int) -> dict:
 
         return run, time.perf_counter() - start, inputs
 
-    (run_scan, compile_scan, inputs), (run_unrolled, compile_unrolled, _) = (jax_step(*tasks[s]) for s in (True, False))
+    (run_scan, compile_scan, inputs), (run_unrolled, compile_unrolled, _), (run_remat, compile_remat, _) = (
+        jax_step(*tasks[s]) for s in (True, False, "remat"))
 
     def channels_first(a):
         return torch.from_numpy(np.ascontiguousarray(np.asarray(a).transpose(0, 4, 1, 2, 3)))
@@ -132,16 +136,50 @@ def step_time(warmup: int, repeats: int) -> dict:
         adamw.step()
         return loss.item()
 
-    fns = (run_torch, run_scan, run_unrolled)
+    fns = (run_torch, run_scan, run_unrolled, run_remat)
     losses = [fn() for fn in fns]  # step 0: same weights, same inputs
     for _ in range(warmup - 1):
         for fn in fns:
             fn()
     times = interleaved_median_times(fns, repeats)
-    return dict(times=times, losses=losses, compile_s=(compile_scan, compile_unrolled),
+    return dict(times=times, losses=losses, compile_s=(compile_scan, compile_unrolled, compile_remat),
                 params=sum(p.numel() for p in ref.parameters()), threads=torch.get_num_threads(),
                 versions=f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({len(jax.devices())} device); "
                          f"torch {torch.__version__} with {torch.get_num_threads()} threads")
+
+
+def remat_policies(warmup: int, repeats: int) -> dict:
+    """Per ``model.remat_policy`` (layers scanned): median seconds per JAX step, taking turns, and XLA's temp bytes
+    of the compiled step (activations kept for the backward and the gradients)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from sana_jax.testing.training import random_batch
+
+    from sana_jax.training.state import init_state, learning_rate, make_optimizer
+    from sana_jax.training.step import train_step
+
+    batch = {k: jnp.asarray(v) for k, v in random_batch(TIMING_BATCH, LATENTS, *TEXT).items()}
+    runs, temp = [], {}
+    for policy in REMAT_POLICIES:
+        config, task = dit_task(**{"model.remat_policy": policy})
+        optimizer = make_optimizer(config.optim)
+        state = jax.jit(lambda: nn.meta.unbox(init_state(task, optimizer, batch, config.seed, False)))()
+        compiled = jax.jit(functools.partial(train_step, task=task, optimizer=optimizer,
+                                             schedule=learning_rate(config.optim)),
+                           donate_argnums=0).lower(state, batch).compile()
+        temp[policy] = compiled.memory_analysis().temp_size_in_bytes
+        carry = {"state": state}
+
+        def run(compiled=compiled, carry=carry):
+            carry["state"], metrics = compiled(carry["state"], batch)
+            return float(jax.block_until_ready(metrics)["loss"])
+
+        runs.append(run)
+    for _ in range(warmup):
+        for run in runs:
+            run()
+    return dict(times=dict(zip(REMAT_POLICIES, interleaved_median_times(runs, repeats))), temp=temp)
 
 
 # --- 2. memory per device vs fsdp ---------------------------------------------------------------------------------
@@ -325,12 +363,16 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 warm-up, 3 timed steps")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per implementation (default 15)")
     parser.add_argument("--timing-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--remat-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     warmup, repeats = (1, 3) if args.quick else (3, 15)
     repeats = args.repeats or repeats
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     if args.timing_child:
         print(json.dumps(step_time(warmup, repeats)))
+        return
+    if args.remat_child:
+        print(json.dumps(remat_policies(warmup, repeats)))
         return
 
     # 1. in a child process with one CPU device: 8 simulated devices slow a one-device step by ~10-15% here
@@ -341,6 +383,12 @@ def main():
     if proc.returncode:
         sys.exit(f"the timing process failed:\n{proc.stderr}")
     r = json.loads(proc.stdout.strip().splitlines()[-1])
+    print("timing the remat policies...", file=sys.stderr)
+    proc = subprocess.run([sys.executable, __file__, "--remat-child", "--repeats", str(repeats)]
+                          + (["--quick"] if args.quick else []), capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"the remat timing process failed:\n{proc.stderr}")
+    remat = json.loads(proc.stdout.strip().splitlines()[-1])
 
     import jax
 
@@ -351,12 +399,13 @@ def main():
     summary = []
     tokens = tokens_per_step(TIMING_BATCH)
     t_torch = r["times"][0]
-    print(f"{r['versions']}; median of {repeats} after {warmup} warm-up, the three taking turns\n")
+    print(f"{r['versions']}; median of {repeats} after {warmup} warm-up, the four taking turns\n")
     print(f"## 1. Train step, 4 layers D 256, {r['params'] / 1e6:.2f} M params, batch {TIMING_BATCH} x "
           f"{'x'.join(map(str, LATENTS))} latents -> {tokens:,} tokens, {TEXT[0]} text tokens, fp32\n")
     names = ("diffusers + torch.optim.AdamW (eager)", "sana-jax train_step (jit, layers scanned: training default)",
-             "sana-jax train_step (jit, layers unrolled)")
-    compile_s = ("", f"{r['compile_s'][0]:.1f}", f"{r['compile_s'][1]:.1f}")
+             "sana-jax train_step (jit, layers unrolled)",
+             f"sana-jax train_step (jit, layers scanned, `model.remat_policy={CPU_REMAT}`)")
+    compile_s = ("", *(f"{c:.1f}" for c in r["compile_s"]))
     rows = [(name, f"{t:.3f}", f"{tokens / t:,.0f}", f"{t_torch / t:.2f}x", c, f"{loss:.6f}")
             for name, t, c, loss in zip(names, r["times"], compile_s, r["losses"])]
     step_table = table(("implementation", "median step s", "tokens/s", "ratio torch / this", "compile s",
@@ -367,6 +416,14 @@ def main():
           "compile = lower + XLA compile\n")
     summary += [f"Train step (4 layers, D 256, {tokens:,} tokens/step, fp32, 2-core CPU, median of {repeats}):", "",
                 step_table, ""]
+    base_s, base_temp = remat["times"]["none"], remat["temp"]["none"]
+    remat_table = table(("model.remat_policy (layers scanned)", "median step s", "vs none", "XLA temp MB",
+                         "vs none"),
+                        [(p, f"{remat['times'][p]:.3f}", f"{remat['times'][p] / base_s:.2f}x",
+                          _mb(remat["temp"][p]), f"{remat['temp'][p] / base_temp:.2f}x") for p in REMAT_POLICIES])
+    print(f"### Remat policies (the same step, one process, taking turns, median of {repeats})\n")
+    print(remat_table + "\n")
+    summary += ["Remat policies, the same step (layers scanned):", "", remat_table, ""]
 
     # 2.
     mem_rows, whole = memory_vs_fsdp(progress)
