@@ -45,8 +45,7 @@ def _run(args) -> int:
         if args.quantize is not None:
             raise ValueError(f"--quantize {args.quantize}: applies to a pipeline folder; export the run first, then "
                              f"convert that folder with --quantize")
-        steps = None if args.step is None else args.step[0] if len(args.step) == 1 else args.step
-        step = export_run(args.src, args.dst, step=steps, ema=args.ema, overwrite=args.overwrite,
+        step = export_run(args.src, args.dst, step=args.step, ema=args.ema, overwrite=args.overwrite,
                           strict=args.strict, format="diffusers" if args.direction == "to-torch" else "jax")
         which = f"step {step}" if isinstance(step, int) else f"average of steps {', '.join(map(str, step))}"
         print(f"wrote {args.dst} ({which}{' EMA' if args.ema else ''} of {args.src}) in "

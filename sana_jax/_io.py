@@ -247,10 +247,6 @@ class LazyArray:
     def __init__(self, shape: tuple[int, ...], dtype, read: Callable[[], np.ndarray]):
         self.shape, self.dtype, self._read = tuple(shape), np.dtype(dtype), read
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
     def read(self) -> np.ndarray:
         return self._read()
 

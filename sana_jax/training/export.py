@@ -44,8 +44,8 @@ def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
 
 def restore_params(workdir: str | os.PathLike, *, step: int | Sequence[int] | None = None, ema: bool = False):
     """(task, params on one device, step) of a run's checkpoint (the latest when ``step`` is None). ``step`` a
-    sequence of steps: the params of those checkpoints averaged uniformly (in float64, then their own dtype), and
-    the steps returned as a list."""
+    sequence of two or more steps: the params of those checkpoints averaged uniformly (in float64, then their own
+    dtype), and the steps returned as a list (a sequence of one is that step)."""
     config = read_training_config(load_run_config(workdir))
     null = None
     if config.task != "autoencoder":  # shapes only matter for the loss, which is not run here
@@ -57,21 +57,19 @@ def restore_params(workdir: str | os.PathLike, *, step: int | Sequence[int] | No
     checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), every=1, keep=1, read_only=True)
     try:
         steps = _check_steps(workdir, step, checkpoints.all_steps())
-        total = None
+        trees = []
         for s in steps:
             state, _ = checkpoints.restore(program.abstract_sharded(), s, restore_data_state=False)
             if ema and state.ema_params is None:
                 raise ValueError(f"{workdir}: --ema asked for, but the run kept no EMA (optim.ema_decay = 0)")
-            params = state.ema_params if ema else task.trained_model(state.params)
-            if len(steps) == 1:
-                return task, params, s
-            params = jax.device_get(params)
-            total = jax.tree_util.tree_map(lambda p: np.asarray(p, np.float64), params) if total is None else \
-                jax.tree_util.tree_map(lambda t, p: t + np.asarray(p, np.float64), total, params)
-        average = jax.tree_util.tree_map(lambda t, p: (t / len(steps)).astype(np.asarray(p).dtype), total, params)
-        return task, average, steps
+            trees.append(state.ema_params if ema else task.trained_model(state.params))
     finally:
         checkpoints.close()
+    if len(steps) == 1:
+        return task, trees[0], steps[0]
+    average = jax.tree_util.tree_map(
+        lambda *ps: (sum(np.asarray(p, np.float64) for p in ps) / len(ps)).astype(np.asarray(ps[0]).dtype), *trees)
+    return task, average, steps
 
 
 def _check_steps(workdir, step, available: list[int]) -> list[int]:
