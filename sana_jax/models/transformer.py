@@ -24,7 +24,8 @@ from sana_jax.config import SanaVideoTransformerConfig
 from sana_jax.kernels import linear_attention
 from sana_jax.kernels.linear_attention import resolve as resolve_attention
 from sana_jax.kernels.linear_attention import pallas_kernel, sharded_linear_attention
-from sana_jax.nn import RMSNorm, VideoRope, dense, depthwise_conv2d, layer_norm, temporal_conv
+from sana_jax.nn import RMSNorm, VideoRope, dense, layer_norm, temporal_conv
+from sana_jax.nn.convs import glu_depthwise
 
 REMAT_POLICIES = {
     "none": None,
@@ -189,15 +190,12 @@ class GLUMBTempConv(nn.Module):
         b, f, h, w, d = x.shape
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         y = dense(2 * self.hidden, ("embed", "mlp"), name="conv_inverted", **kw)(x)
-        y = nn.silu(y)
         kernel = self.param("conv_depth_kernel", nn.with_logical_partitioning(
             nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=()), (None, None, "mlp")),
             (3, 3, 2 * self.hidden), self.param_dtype)
         bias = self.param("conv_depth_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
                           (2 * self.hidden,), self.param_dtype)
-        y = depthwise_conv2d(y, kernel.astype(y.dtype), bias.astype(y.dtype))
-        value, gate = jnp.split(y, 2, axis=-1)
-        y = value * nn.silu(gate)
+        y = glu_depthwise(y, kernel.astype(y.dtype), bias.astype(y.dtype))
         y = dense(d, ("mlp", "embed"), use_bias=False, name="conv_point", **kw)(y)
         temp = self.param("conv_temp_kernel", nn.with_logical_partitioning(
             nn.initializers.zeros, (None, None, "embed")), (3, d, d), self.param_dtype)

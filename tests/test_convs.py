@@ -1,0 +1,77 @@
+"""The FFN's SiLU -> depthwise -> GLU op (sana_jax.nn.convs.glu_depthwise, a hand-written VJP) against PyTorch's
+autograd of the same composition (grouped Conv2d, float64)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from sana_jax.nn.convs import depthwise_conv2d, glu_depthwise
+from sana_jax.testing.numerics import rel_err
+
+
+def _inputs(seed, shape, kh, kw):
+    rng = np.random.default_rng(seed)
+    c = shape[-1]
+    return (rng.standard_normal(shape).astype(np.float32), rng.standard_normal((kh, kw, c)).astype(np.float32) / 3,
+            rng.standard_normal(c).astype(np.float32), rng.standard_normal(shape[:-1] + (c // 2,)).astype(np.float32))
+
+
+def _torch_reference(u, kernel, bias, g):
+    """Output and the VJP of g w.r.t. (u, kernel, bias), by torch autograd in float64, channels-first inside."""
+    kh, kw, c = kernel.shape
+    tu, tk, tb = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (u, kernel, bias))
+    lead = u.shape[:-3]
+    x = torch.nn.functional.silu(tu).reshape((-1,) + u.shape[-3:]).permute(0, 3, 1, 2)
+    y = torch.nn.functional.conv2d(x, tk.permute(2, 0, 1)[:, None], tb, padding=(kh // 2, kw // 2), groups=c)
+    value, gate = y.permute(0, 2, 3, 1).reshape(lead + y.shape[2:] + (c,)).chunk(2, dim=-1)
+    out = value * torch.nn.functional.silu(gate)
+    out.backward(torch.tensor(g, dtype=torch.float64))
+    return [t.detach().numpy() for t in (out, tu.grad, tk.grad, tb.grad)]
+
+
+@pytest.mark.parametrize("shape,kh,kw", [((2, 3, 5, 7, 8), 3, 3), ((4, 6, 12), 3, 3), ((1, 2, 6, 5, 6), 5, 3)])
+def test_value_and_gradients_equal_torch_autograd(shape, kh, kw):
+    u, kernel, bias, g = _inputs(sum(shape), shape, kh, kw)
+    out, vjp = jax.vjp(glu_depthwise, u, kernel, bias)
+    got = [out, *vjp(g)]
+    for name, a, b in zip(("out", "du", "dkernel", "dbias"), got, _torch_reference(u, kernel, bias, g)):
+        assert a.shape == b.shape, name
+        assert rel_err(a, b) < 1e-5, (name, rel_err(a, b))
+
+
+def test_scanned_layers_give_the_eager_gradients():
+    """Kernels sliced from a stack inside a scan (how the DiT's layers run) change nothing."""
+    shape, layers = (2, 2, 4, 5, 8), 3
+    u, _, _, _ = _inputs(0, shape, 3, 3)
+    rng = np.random.default_rng(1)
+    kernels = jnp.asarray(rng.standard_normal((layers, 3, 3, 8)).astype(np.float32) / 3)
+    biases = jnp.asarray(rng.standard_normal((layers, 8)).astype(np.float32))
+    proj = jnp.asarray(rng.standard_normal((4, 8)).astype(np.float32) / 2)  # back to 2C channels between layers
+
+    def loss(fn, u, kernels, biases):
+        def layer(x, kb):
+            return fn(x, *kb) @ proj, None
+        return jnp.sum(jnp.sin(jax.lax.scan(layer, u, (kernels, biases))[0]))
+
+    def composed(x, k, b):
+        value, gate = jnp.split(depthwise_conv2d(jax.nn.silu(x), k, b), 2, axis=-1)
+        return value * jax.nn.silu(gate)
+
+    got = jax.jit(jax.grad(lambda *a: loss(glu_depthwise, *a), argnums=(0, 1, 2)))(u, kernels, biases)
+    want = jax.grad(lambda *a: loss(composed, *a), argnums=(0, 1, 2))(u, kernels, biases)
+    for a, b in zip(got, want):
+        assert rel_err(a, b) < 1e-5
+
+
+def test_bf16_keeps_bf16_and_stays_close():
+    shape = (2, 3, 6, 6, 16)
+    u, kernel, bias, g = _inputs(3, shape, 3, 3)
+    args = [jnp.asarray(a, jnp.bfloat16) for a in (u, kernel, bias)]
+    out, vjp = jax.vjp(glu_depthwise, *args)
+    grads = vjp(jnp.asarray(g, jnp.bfloat16))
+    assert out.dtype == jnp.bfloat16 and all(d.dtype == jnp.bfloat16 for d in grads)
+    want = _torch_reference(u, kernel, bias, g)
+    for a, b in zip([out, *grads], want):
+        assert rel_err(np.asarray(a, np.float32), b) < 3e-2
