@@ -24,3 +24,14 @@ def interleaved_median_times(fns, repeats: int) -> list[float]:
             fn()
             acc.append(time.perf_counter() - start)
     return [statistics.median(acc) for acc in times]
+
+
+def minor_faults_per_call(fn, calls: int = 3) -> float:
+    """Page faults (minor: memory the kernel maps and zeroes on first touch) per call of ``fn``, from getrusage;
+    a program that allocates its working memory afresh on every call pays them every call."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls

@@ -9,7 +9,9 @@
    x_t / timestep / text / target (the ones the JAX step draws at its first step, moved channels-first). The JAX
    step also draws its noise, timesteps and caption dropout each step; torch reuses the drawn inputs. Median of
    ``--repeats`` after warm-up, the steps taking turns so that a change in machine load touches all alike; run in a
-   child process with one CPU device (the 8 simulated devices below slow a one-device step by ~10-15%).
+   child process with one CPU device (the 8 simulated devices below slow a one-device step by ~10-15%), with the
+   page faults per step (getrusage). Then again in a child started with GLIBC_TUNABLES=glibc.malloc.hugetlb=1:
+   XLA:CPU maps its working memory afresh on every call, and glibc then asks for 2 MB pages instead of 4 kB ones.
 2. Memory per device vs fsdp, on 8 simulated CPU devices (mesh {fsdp: n, data: 8/n}, batch 8): params and AdamW
    moments read from the live sharded state; argument / output / temp bytes from XLA's memory analysis of the
    compiled step. MB = 1e6 bytes.
@@ -32,11 +34,14 @@ import sys
 import tempfile
 import time
 
-from _timing import interleaved_median_times
+from _timing import interleaved_median_times, minor_faults_per_call
 
 DEVICES = 8
 REMAT_POLICIES = ("none", "dots", "dots_no_batch", "full")
 CPU_REMAT = "dots_no_batch"  # the fastest policy on this CPU (section "Remat policies")
+# glibc >= 2.35: malloc's large blocks madvised for transparent huge pages (2 MB), so the step's working memory,
+# mapped afresh on every call, faults 512x less often (the kernel zeroes it either way).
+THP_TUNABLE = "glibc.malloc.hugetlb=1"
 ARCH = dict(  # diffusers SanaVideoTransformer3DModel config.json keys
     in_channels=16, out_channels=16, num_attention_heads=4, attention_head_dim=64, num_layers=4,
     num_cross_attention_heads=4, cross_attention_head_dim=64, cross_attention_dim=256, caption_channels=64,
@@ -142,7 +147,8 @@ def step_time(warmup: int, repeats: int) -> dict:
         for fn in fns:
             fn()
     times = interleaved_median_times(fns, repeats)
-    return dict(times=times, losses=losses, compile_s=(compile_scan, compile_unrolled, compile_remat),
+    faults = [minor_faults_per_call(fn) for fn in fns]
+    return dict(times=times, losses=losses, compile_s=(compile_scan, compile_unrolled, compile_remat), faults=faults,
                 params=sum(p.numel() for p in ref.parameters()), threads=torch.get_num_threads(),
                 versions=f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({len(jax.devices())} device); "
                          f"torch {torch.__version__} with {torch.get_num_threads()} threads")
@@ -378,11 +384,17 @@ def main():
     # 1. in a child process with one CPU device: 8 simulated devices slow a one-device step by ~10-15% here
     total_start = time.perf_counter()
     print(f"timing the train step ({warmup} warm-up + {repeats} steps each)...", file=sys.stderr)
-    proc = subprocess.run([sys.executable, __file__, "--timing-child", "--repeats", str(repeats)]
-                          + (["--quick"] if args.quick else []), capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"the timing process failed:\n{proc.stderr}")
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    def timing_child(env=None):
+        proc = subprocess.run([sys.executable, __file__, "--timing-child", "--repeats", str(repeats)]
+                              + (["--quick"] if args.quick else []), capture_output=True, text=True, env=env)
+        if proc.returncode:
+            sys.exit(f"the timing process failed:\n{proc.stderr}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    r = timing_child()
+    print("timing the train step again, glibc's malloc asking for huge pages...", file=sys.stderr)
+    r_thp = timing_child({**os.environ, "GLIBC_TUNABLES": ":".join(
+        t for t in (os.environ.get("GLIBC_TUNABLES"), THP_TUNABLE) if t)})
     print("timing the remat policies...", file=sys.stderr)
     proc = subprocess.run([sys.executable, __file__, "--remat-child", "--repeats", str(repeats)]
                           + (["--quick"] if args.quick else []), capture_output=True, text=True)
@@ -406,16 +418,21 @@ def main():
              "sana-jax train_step (jit, layers unrolled)",
              f"sana-jax train_step (jit, layers scanned, `model.remat_policy={CPU_REMAT}`)")
     compile_s = ("", *(f"{c:.1f}" for c in r["compile_s"]))
-    rows = [(name, f"{t:.3f}", f"{tokens / t:,.0f}", f"{t_torch / t:.2f}x", c, f"{loss:.6f}")
-            for name, t, c, loss in zip(names, r["times"], compile_s, r["losses"])]
-    step_table = table(("implementation", "median step s", "tokens/s", "ratio torch / this", "compile s",
-                        "step-0 loss"), rows)
+    rows = [(name, f"{t:.3f}", f"{tokens / t:,.0f}", f"{t_torch / t:.2f}x", f"{faults:,.0f}", c, f"{loss:.6f}")
+            for name, t, faults, c, loss in zip(names, r["times"], r["faults"], compile_s, r["losses"])]
+    header = ("implementation", "median step s", "tokens/s", "ratio torch / this", "page faults / step")
+    step_table = table(header + ("compile s", "step-0 loss"), rows)
     print(step_table)
+    thp_rows = [(name, f"{t:.3f}", f"{tokens / t:,.0f}", f"{r_thp['times'][0] / t:.2f}x", f"{faults:,.0f}")
+                for name, t, faults in zip(names, r_thp["times"], r_thp["faults"])]
+    thp_table = table(header, thp_rows)
+    print(f"\nThe same, another process started with GLIBC_TUNABLES={THP_TUNABLE} (both sides):\n")
+    print(thp_table)
     loss_err = max(abs(x - r["losses"][0]) for x in r["losses"]) / abs(r["losses"][0])
     print(f"\nstep-0 loss: largest relative difference to torch {loss_err:.1e} (same weights, same noised inputs); "
           "compile = lower + XLA compile\n")
     summary += [f"Train step (4 layers, D 256, {tokens:,} tokens/step, fp32, 2-core CPU, median of {repeats}):", "",
-                step_table, ""]
+                step_table, "", f"With GLIBC_TUNABLES={THP_TUNABLE}:", "", thp_table, ""]
     base_s, base_temp = remat["times"]["none"], remat["temp"]["none"]
     remat_table = table(("model.remat_policy (layers scanned)", "median step s", "vs none", "XLA temp MB",
                          "vs none"),

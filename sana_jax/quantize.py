@@ -7,13 +7,13 @@ Modes (``MODES``):
 - ``"fp8"``: float8 e4m3 weights (per output channel) and activations (per token), with scales; Gemma2's
   activations stay in the compute dtype (`WEIGHT_ONLY`).
 
-What is quantized (``TARGETS``), by module path: the DiT's self- and cross-attention q/k/v/out projections, the FFN's
-1x1 convs (``conv_inverted``, ``conv_point``: dense layers here), its temporal conv (a full D x D kernel over 3
-frames: one contraction over the stacked frames, 15% of the 2B DiT's weights) and the caption projection; Gemma2's
-q/k/v/o and MLP projections. What stays in the compute dtype, and why: the linear-attention sums and denominator
-(fp32 always: they sum over every token), the norms and the depthwise 3x3 conv (few weights; shifted adds, no
-matmul), the timestep embedding and the adaLN modulation (one vector per sample: nothing to gain in time, and every
-layer's scale and shift hang on it), the final projection (it writes the velocity).
+What is quantized (``TARGETS``, ``OP_TARGETS``), by module path: the DiT's self- and cross-attention q/k/v/out
+projections, the FFN's 1x1 convs (``conv_inverted``, ``conv_point``: dense layers here), its temporal conv (a full
+D x D kernel over 3 frames: one contraction over the stacked frames, 15% of the 2B DiT's weights) and the caption
+projection; Gemma2's q/k/v/o and MLP projections. What stays in the compute dtype, and why: the linear-attention
+sums and denominator (fp32 always: they sum over every token), the norms and the depthwise 3x3 conv (few weights;
+shifted adds, no matmul), the timestep embedding and the adaLN modulation (one vector per sample: nothing to gain in
+time, and every layer's scale and shift hang on it), the final projection (it writes the velocity).
 
 Saved quantized (``save_component(model, path, format="jax")``): the JAX format's one safetensors file, each quantized
 kernel as ``<key>.qvalue`` and ``<key>.scale`` (per layer, as the float format stores layers), and
@@ -35,10 +35,15 @@ QUANTIZATION_FILE = "quantization.json"     # in a component folder saved quanti
 # class name -> regex over the module path of the linear layers quantized (see the module docstring)
 TARGETS = {
     "SanaVideoTransformer3DModel":
-        r"transformer_blocks[^/]*/((attn1|attn2)/to_(q|k|v|out)|ff/conv_(inverted|point)|ff)|caption_linear_\d",
+        r"transformer_blocks[^/]*/((attn1|attn2)/to_(q|k|v|out)|ff/conv_(inverted|point))|caption_linear_\d",
     "Gemma2Model": r"layers.*/(self_attn/(q|k|v|o)_proj|mlp/(gate|up|down)_proj)",
 }
+# class name -> (module path, the only ops quantized there): the FFN module's own products besides its dense
+# layers' -- its temporal conv, an einsum; the identity product that keeps the depthwise kernel in memory on CPU
+# (`sana_jax.nn.convs`) is a dot there and must stay exact
+OP_TARGETS = {"SanaVideoTransformer3DModel": (r"transformer_blocks[^/]*/ff", ("einsum",))}
 TARGETS["SanaVideoCausalTransformer3DModel"] = TARGETS["SanaVideoTransformer3DModel"]
+OP_TARGETS["SanaVideoCausalTransformer3DModel"] = OP_TARGETS["SanaVideoTransformer3DModel"]
 # (mode, class name) whose activations stay in the compute dtype, the weights quantized as the mode says. Gemma2 in
 # fp8: e4m3 activations in its attention projections cost the demo 9.8 points of held-out shape (weights alone in
 # e4m3: 0.7), and the text encoder runs once per prompt, so fp8 products would buy no time worth having.
@@ -77,7 +82,11 @@ def rules(mode: str, class_name: str) -> list:
                          f"{sorted(TARGETS)}")
     qtype = {"int8": jnp.int8, "w8a8": jnp.int8, "fp8": jnp.float8_e4m3fn}[mode]
     act = None if mode == "int8" or (mode, class_name) in WEIGHT_ONLY else qtype
-    return [qwix.QuantizationRule(module_path=TARGETS[class_name], weight_qtype=qtype, act_qtype=act)]
+    out = [qwix.QuantizationRule(module_path=TARGETS[class_name], weight_qtype=qtype, act_qtype=act)]
+    if class_name in OP_TARGETS:
+        path, ops = OP_TARGETS[class_name]
+        out.append(qwix.QuantizationRule(module_path=path, op_names=ops, weight_qtype=qtype, act_qtype=act))
+    return out
 
 
 def quantize_module(module, mode: str, class_name: str):

@@ -75,3 +75,22 @@ def test_bf16_keeps_bf16_and_stays_close():
     want = _torch_reference(u, kernel, bias, g)
     for a, b in zip([out, *grads], want):
         assert rel_err(np.asarray(a, np.float32), b) < 3e-2
+
+
+@pytest.mark.parametrize("mode", [None, "int8", "w8a8", "fp8"])
+def test_reading_the_kernel_from_memory_changes_no_value(tmp_path, monkeypatch, mode):
+    """The identity product that keeps the depthwise kernel out of XLA:CPU's stencil loop (``_in_memory``) must not
+    be quantized by qwix (it sits inside the quantized ``ff`` module) nor change a bit of the DiT's output."""
+    from sana_jax import load_component
+    from sana_jax.nn import convs
+    from sana_jax.testing.references import make_transformer_reference, transformer_inputs
+
+    _, folder = make_transformer_reference(tmp_path)
+    x, t, ctx = transformer_inputs(1, 2, 3, 4, 4, 16)
+    outputs = []
+    for bypass in (False, True):
+        if bypass:
+            monkeypatch.setattr(convs, "_in_memory", lambda kernel, bias: (kernel, bias))
+        model = load_component(folder, quantize=mode, scan_layers=True)
+        outputs.append(np.asarray(model(x, t, ctx)))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
