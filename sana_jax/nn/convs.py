@@ -93,7 +93,9 @@ def glu_depthwise(u: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray) -> jnp
     u: (..., H, W, 2C); kernel (kh, kw, 2C); bias (2C,) -> (..., H, W, C). Same values as the composition; its
     gradient is written out so that each stage is computed once: left to autodiff, XLA:CPU fuses the 3x3 stencil
     into every consumer (the stencil of the stencil in the input gradient) and keeps several (..., 2C) activations
-    per layer for the backward. Saved for the backward: u only (and the kernel, bias).
+    per layer for the backward. Saved for the backward: u only (and the kernel, bias). The small DiT's training
+    step on 2 CPU cores (benchmarks/train_step.py), old and new taking turns: scanned 0.511 -> 0.405 s, unrolled
+    0.361 -> 0.329 s, XLA temp memory 559 -> 245 MB.
     """
     return _glu_depthwise_fwd(u, kernel, bias)[0]
 
