@@ -83,19 +83,41 @@ def tokens_per_step(batch: int) -> int:
 
 # --- 1. step time -------------------------------------------------------------------------------------------------
 
+def jax_step(config, task, batch):
+    """(run one step -> its loss, compile seconds, the compiled step, the step's first noised inputs) of the jitted
+    JAX train step from a fresh state; the state is carried (and donated) from call to call."""
+    import flax.linen as nn
+    import jax
+
+    from sana_jax.training.state import init_state, learning_rate, make_optimizer
+    from sana_jax.training.step import train_step
+
+    optimizer = make_optimizer(config.optim)
+    state = jax.jit(lambda: nn.meta.unbox(init_state(task, optimizer, batch, config.seed, False)))()
+    inputs = task.model_inputs(batch, jax.random.fold_in(state.rng, state.step))  # what step 0 draws
+    step = jax.jit(functools.partial(train_step, task=task, optimizer=optimizer,
+                                     schedule=learning_rate(config.optim)), donate_argnums=0)
+    start = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+    carry = {"state": state}
+
+    def run():
+        carry["state"], metrics = compiled(carry["state"], batch)
+        return float(jax.block_until_ready(metrics)["loss"])
+
+    return run, compile_s, compiled, inputs
+
+
 def step_time(warmup: int, repeats: int) -> dict:
     """Median seconds per step of torch and of the jitted JAX step (layers scanned, the training default, and
     unrolled), their step-0 losses and the JAX compile times."""
-    import flax.linen as nn
     import jax
     import jax.numpy as jnp
     import numpy as np
     import torch
     from diffusers import SanaVideoTransformer3DModel
     from sana_jax.testing.training import random_batch
-
-    from sana_jax.training.state import init_state, learning_rate, make_optimizer
-    from sana_jax.training.step import train_step
 
     torch.manual_seed(0)
     ref = SanaVideoTransformer3DModel(**{**ARCH, "patch_size": tuple(ARCH["patch_size"])}).train()
@@ -105,25 +127,8 @@ def step_time(warmup: int, repeats: int) -> dict:
         tasks["remat"] = dit_task(**{"model.init_from": tmp, "model.remat_policy": CPU_REMAT})
     batch = {k: jnp.asarray(v) for k, v in random_batch(TIMING_BATCH, LATENTS, *TEXT).items()}
 
-    def jax_step(config, task):
-        """(run one step, compile seconds, the step's first noised inputs)."""
-        optimizer = make_optimizer(config.optim)
-        state = jax.jit(lambda: nn.meta.unbox(init_state(task, optimizer, batch, config.seed, False)))()
-        inputs = task.model_inputs(batch, jax.random.fold_in(state.rng, state.step))  # what step 0 draws
-        step = jax.jit(functools.partial(train_step, task=task, optimizer=optimizer,
-                                         schedule=learning_rate(config.optim)), donate_argnums=0)
-        start = time.perf_counter()
-        compiled = step.lower(state, batch).compile()
-        carry = {"state": state}
-
-        def run():
-            carry["state"], metrics = compiled(carry["state"], batch)
-            return float(jax.block_until_ready(metrics)["loss"])
-
-        return run, time.perf_counter() - start, inputs
-
-    (run_scan, compile_scan, inputs), (run_unrolled, compile_unrolled, _), (run_remat, compile_remat, _) = (
-        jax_step(*tasks[s]) for s in (True, False, "remat"))
+    (run_scan, compile_scan, _, inputs), (run_unrolled, compile_unrolled, _, _), (run_remat, compile_remat, _, _) = (
+        jax_step(*tasks[s], batch) for s in (True, False, "remat"))
 
     def channels_first(a):
         return torch.from_numpy(np.ascontiguousarray(np.asarray(a).transpose(0, 4, 1, 2, 3)))
@@ -157,30 +162,14 @@ def step_time(warmup: int, repeats: int) -> dict:
 def remat_policies(warmup: int, repeats: int) -> dict:
     """Per ``model.remat_policy`` (layers scanned): median seconds per JAX step, taking turns, and XLA's temp bytes
     of the compiled step (activations kept for the backward and the gradients)."""
-    import flax.linen as nn
-    import jax
     import jax.numpy as jnp
     from sana_jax.testing.training import random_batch
-
-    from sana_jax.training.state import init_state, learning_rate, make_optimizer
-    from sana_jax.training.step import train_step
 
     batch = {k: jnp.asarray(v) for k, v in random_batch(TIMING_BATCH, LATENTS, *TEXT).items()}
     runs, temp = [], {}
     for policy in REMAT_POLICIES:
-        config, task = dit_task(**{"model.remat_policy": policy})
-        optimizer = make_optimizer(config.optim)
-        state = jax.jit(lambda: nn.meta.unbox(init_state(task, optimizer, batch, config.seed, False)))()
-        compiled = jax.jit(functools.partial(train_step, task=task, optimizer=optimizer,
-                                             schedule=learning_rate(config.optim)),
-                           donate_argnums=0).lower(state, batch).compile()
+        run, _, compiled, _ = jax_step(*dit_task(**{"model.remat_policy": policy}), batch)
         temp[policy] = compiled.memory_analysis().temp_size_in_bytes
-        carry = {"state": state}
-
-        def run(compiled=compiled, carry=carry):
-            carry["state"], metrics = compiled(carry["state"], batch)
-            return float(jax.block_until_ready(metrics)["loss"])
-
         runs.append(run)
     for _ in range(warmup):
         for run in runs:
@@ -384,23 +373,20 @@ def main():
     # 1. in a child process with one CPU device: 8 simulated devices slow a one-device step by ~10-15% here
     total_start = time.perf_counter()
     print(f"timing the train step ({warmup} warm-up + {repeats} steps each)...", file=sys.stderr)
-    def timing_child(env=None):
-        proc = subprocess.run([sys.executable, __file__, "--timing-child", "--repeats", str(repeats)]
+    def child(flag, env=None):
+        """The JSON a ``flag`` child process prints last."""
+        proc = subprocess.run([sys.executable, __file__, flag, "--repeats", str(repeats)]
                               + (["--quick"] if args.quick else []), capture_output=True, text=True, env=env)
         if proc.returncode:
-            sys.exit(f"the timing process failed:\n{proc.stderr}")
+            sys.exit(f"the {flag} process failed:\n{proc.stderr}")
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    r = timing_child()
+    r = child("--timing-child")
     print("timing the train step again, glibc's malloc asking for huge pages...", file=sys.stderr)
-    r_thp = timing_child({**os.environ, "GLIBC_TUNABLES": ":".join(
+    r_thp = child("--timing-child", {**os.environ, "GLIBC_TUNABLES": ":".join(
         t for t in (os.environ.get("GLIBC_TUNABLES"), THP_TUNABLE) if t)})
     print("timing the remat policies...", file=sys.stderr)
-    proc = subprocess.run([sys.executable, __file__, "--remat-child", "--repeats", str(repeats)]
-                          + (["--quick"] if args.quick else []), capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"the remat timing process failed:\n{proc.stderr}")
-    remat = json.loads(proc.stdout.strip().splitlines()[-1])
+    remat = child("--remat-child")
 
     import jax
 

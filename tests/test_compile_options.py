@@ -6,8 +6,12 @@ import jax.numpy as jnp
 from sana_jax import _compile
 
 
-def _compiled_text(fun, *args):
-    return _compile.jit(fun).lower(*args).compile().as_text()
+def _compiled_text(jit, fun, *args):
+    return jit(fun).lower(*args).compile().as_text()
+
+
+def _conv(x, k):
+    return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def test_cpu_programs_keep_convolutions_off_ynnpack_and_dots_on_it():
@@ -15,14 +19,10 @@ def test_cpu_programs_keep_convolutions_off_ynnpack_and_dots_on_it():
     and reductions where XLA puts them by default."""
     _compile.compiler_options.cache_clear()
     assert "xla_cpu_experimental_ynn_fusion_type" in _compile.compiler_options()
-    conv = _compiled_text(lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
-                                                                    dimension_numbers=("NHWC", "HWIO", "NHWC")),
-                          jnp.ones((1, 16, 16, 32)), jnp.ones((3, 3, 32, 32)))
-    default_conv = jax.jit(lambda x, k: jax.lax.conv_general_dilated(
-        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))).lower(
-        jnp.ones((1, 16, 16, 32)), jnp.ones((3, 3, 32, 32))).compile().as_text()
-    assert "__ynn_fusion" in default_conv and "__ynn_fusion" not in conv
-    assert "__ynn_fusion" in _compiled_text(lambda a, b: a @ b, jnp.ones((64, 128)), jnp.ones((128, 64)))
+    conv_args = (jnp.ones((1, 16, 16, 32)), jnp.ones((3, 3, 32, 32)))
+    assert "__ynn_fusion" in _compiled_text(jax.jit, _conv, *conv_args)
+    assert "__ynn_fusion" not in _compiled_text(_compile.jit, _conv, *conv_args)
+    assert "__ynn_fusion" in _compiled_text(_compile.jit, lambda a, b: a @ b, jnp.ones((64, 128)), jnp.ones((128, 64)))
 
 
 def test_an_option_this_jaxlib_does_not_know_is_left_out(monkeypatch):

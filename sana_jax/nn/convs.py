@@ -12,14 +12,18 @@ import numpy as np
 from flax.linen.dtypes import promote_dtype
 
 
+def _pad_same(x: jnp.ndarray, kh: int, kw: int) -> jnp.ndarray:
+    """x (..., H, W, C) zero-padded for a 'same' conv with an odd kh x kw kernel."""
+    lead = ((0, 0),) * (x.ndim - 3)
+    return jnp.pad(x, (*lead, (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+
+
 def depthwise_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None = None) -> jnp.ndarray:
     """Depthwise 'same' conv with zero padding over the H, W axes. x: (..., H, W, C); kernel: (kh, kw, C) with odd
     kh, kw. Leading axes (batch, frames) stay separate, so a sharding along them is kept as it is."""
     kh, kw, _ = kernel.shape
-    ph, pw = kh // 2, kw // 2
     h, w = x.shape[-3:-1]
-    lead = ((0, 0),) * (x.ndim - 3)
-    xp = jnp.pad(x, (*lead, (ph, ph), (pw, pw), (0, 0)))
+    xp = _pad_same(x, kh, kw)
     out = None
     for i in range(kh):
         for j in range(kw):
@@ -67,8 +71,7 @@ def _depthwise_kernel_grad(x, g, kh: int, kw: int) -> jnp.ndarray:
     copies no longer in cache); in a loop each copy is reduced while it is hot.
     """
     h, w = x.shape[-3:-1]
-    lead = ((0, 0),) * (x.ndim - 3)
-    xp = jnp.pad(x, (*lead, (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    xp = _pad_same(x, kh, kw)
     axes = tuple(range(g.ndim - 1))
     if jax.default_backend() != "cpu" or not jax.sharding.get_abstract_mesh().empty:
         # under a mesh, independent sums: a loop would all-reduce each tap's partial sums apart, once per tap
