@@ -3,8 +3,10 @@
     python benchmarks/ltx2_vae.py [--repeats 3] [--threads 2] [--parts speed,memory]
 
 (a) speed: the published LTX-2 VAE config (1,222 M params, random weights): decode of latents 128x2x2x3
-    (channels-first notation) -> video 3x9x64x96, and encode of that video back. Median seconds of ``--repeats``
-    interleaved runs after one warm-up (the compile reported apart); ratio diffusers / ours (> 1: we are faster).
+    (channels-first notation) -> video 3x9x64x96, and encode of that video back, each as the component's method
+    (plain jax.jit) and as the pipeline's program (``sana_jax._compile``'s CPU options). Median seconds of
+    ``--repeats`` interleaved runs after one warm-up (the first call reported apart); ratio diffusers / ours (> 1: we
+    are faster).
 (b) memory: the published decoder at latents 2x2, whole clip vs ``decode_streaming`` (runs of 2 latent frames),
     for 31, 61 and 121 latent frames (241 / 481 / 961 video frames at 64x64): XLA's compiled memory analysis
     (temporaries besides the arguments and the output video), compiled only.
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 import time
@@ -31,8 +34,9 @@ def speed(repeats: int):
     import torch
     from diffusers import AutoencoderKLLTX2Video
 
-    from sana_jax import load_component
+    from sana_jax import _compile, load_component
     from sana_jax.config import LTX2_VIDEO_VAE
+    from sana_jax.pipeline import sana_video
 
     torch.manual_seed(0)
     kwargs = {k: v for k, v in LTX2_VIDEO_VAE.to_dict().items() if not k.startswith("_")}
@@ -43,18 +47,23 @@ def speed(repeats: int):
     z = np.random.default_rng(0).standard_normal((1, 128, 2, 2, 3), dtype=np.float32)
     tz = torch.from_numpy(z)
     jz = jnp.asarray(z.transpose(0, 2, 3, 4, 1))
+    # The pipeline's programs (sana_jax.pipeline.sana_video: `_compile.jit`, XLA's own dot and conv kernels, -O2)
+    # and the component's methods (plain jax.jit, XLA's defaults: a component may run inside another jit).
+    programs = {"decode": _compile.jit(functools.partial(sana_video._decode, ours.module), static_argnames="mode"),
+                "encode": _compile.jit(functools.partial(sana_video._encode, ours.module))}
     decode = jax.jit(lambda p, z: ours.module.apply({"params": p}, z, None, "whole", False, method="decode_chunk")[0])
 
     def ref_decode():
         with torch.inference_mode():
             return ref.decode(tz).sample
 
-    start = time.perf_counter()
-    video = decode(ours.params, jz).block_until_ready()
-    compile_decode = time.perf_counter() - start
-    expected = ref_decode().numpy().transpose(0, 2, 3, 4, 1)
-    err_dec = float(np.linalg.norm(np.asarray(video) - expected) / np.linalg.norm(expected))
+    def ours_decode():
+        return decode(ours.params, jz).block_until_ready()
 
+    def pipe_decode():
+        return programs["decode"](ours.params, jz, None, mode="whole")[0].block_until_ready()
+
+    expected = ref_decode().numpy().transpose(0, 2, 3, 4, 1)
     x = np.clip(expected, -1, 1)
     tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3)))
     jx = jnp.asarray(x)
@@ -63,21 +72,34 @@ def speed(repeats: int):
         with torch.inference_mode():
             return ref.encode(tx).latent_dist.mode()
 
-    start = time.perf_counter()
-    latents = ours.encode(jx).block_until_ready()
-    compile_encode = time.perf_counter() - start
-    mu = ref_encode().numpy().transpose(0, 2, 3, 4, 1)
-    err_enc = float(np.linalg.norm(np.asarray(latents) - mu) / np.linalg.norm(mu))
+    def ours_encode():
+        return ours.encode(jx).block_until_ready()
 
-    t_dec_ours, t_dec_ref, t_enc_ours, t_enc_ref = interleaved_median_times(
-        [lambda: decode(ours.params, jz).block_until_ready(), ref_decode,
-         lambda: ours.encode(jx).block_until_ready(), ref_encode], repeats)
+    def pipe_encode():
+        return programs["encode"](ours.params, jx).block_until_ready()
+
+    mu = ref_encode().numpy().transpose(0, 2, 3, 4, 1)
+    first, errors = {}, {}
+    for name, fn, want in (("decode", ours_decode, expected), ("pipeline decode", pipe_decode, expected),
+                           ("encode", ours_encode, mu), ("pipeline encode", pipe_encode, mu)):
+        start = time.perf_counter()
+        got = np.asarray(fn())
+        first[name] = time.perf_counter() - start
+        errors[name] = float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+    times = dict(zip(("ref decode", "decode", "pipeline decode", "ref encode", "encode", "pipeline encode"),
+                     interleaved_median_times([ref_decode, ours_decode, pipe_decode,
+                                               ref_encode, ours_encode, pipe_encode], repeats)))
     print("| published LTX-2 VAE | diffusers s | sana-jax s | ratio | sana-jax first call s | rel err |")
     print("|---|---:|---:|---:|---:|---:|")
-    print(f"| decode z 128x2x2x3 -> 3x9x64x96 | {t_dec_ref:.3f} | {t_dec_ours:.3f} | **{t_dec_ref / t_dec_ours:.2f}x** "
-          f"| {compile_decode:.1f} | {err_dec:.1e} |")
-    print(f"| encode 3x9x64x96 -> 128x2x2x3 | {t_enc_ref:.3f} | {t_enc_ours:.3f} | **{t_enc_ref / t_enc_ours:.2f}x** "
-          f"| {compile_encode:.1f} | {err_enc:.1e} |")
+    for what, shapes in (("decode", "z 128x2x2x3 -> 3x9x64x96"), ("encode", "3x9x64x96 -> 128x2x2x3")):
+        ref_s = times[f"ref {what}"]
+        for name, label in ((what, f"`vae.{what}` (jax.jit, XLA's defaults)"),
+                            (f"pipeline {what}", f"the pipeline's {what} program (`_compile.jit`)")):
+            ratio = ref_s / times[name]
+            bold = "**" if name.startswith("pipeline") else ""
+            print(f"| {what} {shapes}, {label} | {ref_s:.3f} | {times[name]:.3f} | {bold}{ratio:.2f}x{bold} | "
+                  f"{first[name]:.1f} | {errors[name]:.1e} |")
     print()
 
 

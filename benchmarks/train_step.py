@@ -89,14 +89,16 @@ def jax_step(config, task, batch):
     import flax.linen as nn
     import jax
 
+    from sana_jax import _compile
     from sana_jax.training.state import init_state, learning_rate, make_optimizer
     from sana_jax.training.step import train_step
 
     optimizer = make_optimizer(config.optim)
     state = jax.jit(lambda: nn.meta.unbox(init_state(task, optimizer, batch, config.seed, False)))()
     inputs = task.model_inputs(batch, jax.random.fold_in(state.rng, state.step))  # what step 0 draws
-    step = jax.jit(functools.partial(train_step, task=task, optimizer=optimizer,
-                                     schedule=learning_rate(config.optim)), donate_argnums=0)
+    # compiled with the options the trainer's step uses (sana_jax.training.step.ShardedStep)
+    step = _compile.jit(functools.partial(train_step, task=task, optimizer=optimizer,
+                                          schedule=learning_rate(config.optim)), donate_argnums=0)
     start = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - start

@@ -1,7 +1,7 @@
-"""``jit``: ``jax.jit`` with the XLA compiler options measured best for this project's sampling programs on the
-platform they compile for. The pipeline's denoising loop and decode and the block streamer's step and decode are
-built through it, so the choice lives here alone. (JAX takes compiler options on a top-level jit only: a function
-that may run inside another jit, such as a component's forward, keeps plain ``jax.jit``.)"""
+"""``jit``: ``jax.jit`` with the XLA compiler options measured best for this project's programs on the platform
+they compile for. The pipeline's denoising loop and decode, the block streamer's step and decode and the trainer's
+step are built through it, so the choice lives here alone. (JAX takes compiler options on a top-level jit only: a
+function that may run inside another jit, such as a component's forward, keeps plain ``jax.jit``.)"""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import jax
 # XLA:CPU runs LLVM at -O3 by default. At -O2 the demo stream's DiT steps compile 1.5-2x faster and its VAE decodes
 # 1.1-1.4x (benchmarks/stream_cold_start.py on 2 cores), and they run no slower; a cold stream's time is mostly
 # compilation. Other platforms keep XLA's defaults (not measured).
-# XLA:CPU hands convolutions to YNNPACK by default; its own (Eigen) convolutions run the Wan2.1 VAE decode at 16x16
-# latents 1.2x faster (9.3 vs 11.2 s, benchmarks/vae.py). The list is XLA's default YNNPACK fusions without
-# LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION (the flag takes a whole list here, not "-individual_convolution"); the
-# DiT programs have no convolution, so only the VAE decodes change.
+# XLA:CPU hands dots and convolutions to YNNPACK by default; its own (Eigen) kernels run this project's programs
+# faster on the 2-core CPU, measured with the same program compiled both ways and taking turns (2026-12-06): the DiT
+# forward (benchmarks/transformer.py cases a / b) 0.92x / 0.81x the time, the small DiT's training step unrolled
+# 0.92x (scanned 0.99x), the Wan2.1 VAE decode 0.83x (9.3 vs 11.2 s), the LTX-2 VAE's im2col convolutions (matmuls
+# with a 453 MB kernel read once, `sana_jax.nn.convs.conv3d`) 0.4x. YNNPACK keeps the reductions: without them the
+# training step takes 1.9x as long. (The flag takes a whole list here, not "-individual_convolution".)
 CPU_OPTIONS = {"xla_backend_optimization_level": 2,
-               "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,"
-                                                       "LIBRARY_FUSION_TYPE_REDUCE"}
+               "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 @functools.cache

@@ -14,15 +14,18 @@ def _conv(x, k):
     return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def test_cpu_programs_keep_convolutions_off_ynnpack_and_dots_on_it():
-    """The options take convolutions away from YNNPACK (Eigen's are faster for the Wan VAE here) and leave dots
-    and reductions where XLA puts them by default."""
+def test_cpu_programs_keep_convolutions_and_dots_off_ynnpack_and_reductions_on_it():
+    """The options take convolutions and dots away from YNNPACK (XLA's own are faster for this project's programs
+    here) and leave reductions where XLA puts them by default."""
     _compile.compiler_options.cache_clear()
     assert "xla_cpu_experimental_ynn_fusion_type" in _compile.compiler_options()
     conv_args = (jnp.ones((1, 16, 16, 32)), jnp.ones((3, 3, 32, 32)))
-    assert "__ynn_fusion" in _compiled_text(jax.jit, _conv, *conv_args)
-    assert "__ynn_fusion" not in _compiled_text(_compile.jit, _conv, *conv_args)
-    assert "__ynn_fusion" in _compiled_text(_compile.jit, lambda a, b: a @ b, jnp.ones((64, 128)), jnp.ones((128, 64)))
+    dot_args = (jnp.ones((64, 128)), jnp.ones((128, 64)))
+    for fun, args in ((_conv, conv_args), (lambda a, b: a @ b, dot_args)):
+        assert "__ynn_fusion" in _compiled_text(jax.jit, fun, *args)
+        assert "__ynn_fusion" not in _compiled_text(_compile.jit, fun, *args)
+    reduce_args = (jnp.ones((256, 512)),)
+    assert "__ynn_fusion" in _compiled_text(_compile.jit, lambda a: jnp.sum(a * a, axis=-1), *reduce_args)
 
 
 def test_an_option_this_jaxlib_does_not_know_is_left_out(monkeypatch):

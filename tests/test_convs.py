@@ -1,5 +1,6 @@
 """The FFN's SiLU -> depthwise -> GLU op (sana_jax.nn.convs.glu_depthwise, a hand-written VJP) against PyTorch's
-autograd of the same composition (grouped Conv2d, float64)."""
+autograd of the same composition (grouped Conv2d, float64); the VAEs' 3-D conv (both of its forms) against torch's
+conv3d."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sana_jax.nn.convs import depthwise_conv2d, glu_depthwise
+from sana_jax.nn import convs
+from sana_jax.nn.convs import conv3d, depthwise_conv2d, glu_depthwise
 from sana_jax.testing.numerics import rel_err
 
 
@@ -94,3 +96,49 @@ def test_reading_the_kernel_from_memory_changes_no_value(tmp_path, monkeypatch, 
         model = load_component(folder, quantize=mode, scan_layers=True)
         outputs.append(np.asarray(model(x, t, ctx)))
     np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+@pytest.mark.parametrize("form", ["_conv3d_xla", "_conv3d_per_tap", "_conv3d_im2col"])
+@pytest.mark.parametrize("shape,kernel_size,strides,padding", [
+    ((2, 5, 7, 6, 4), (3, 3, 3), (1, 1, 1), ((1, 1), (1, 1))),
+    ((1, 6, 8, 9, 3), (3, 3, 1), (2, 1, 1), ((1, 1), (0, 0))),
+    ((1, 5, 8, 6, 5), (2, 3, 3), (1, 2, 2), ((0, 0), (1, 2))),
+    ((2, 3, 4, 4, 6), (1, 1, 1), (1, 1, 1), ((0, 0), (0, 0))),
+])
+def test_conv3d_forms_equal_torch(form, shape, kernel_size, strides, padding):
+    """Each form conv3d picks from (XLA's 3-D conv; per-frame 2-D convs summed over the time taps; one matmul over
+    the shifted views) equals torch's conv3d in float64, with time and space strides, uneven zero padding and 1x1
+    kernels."""
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape)
+    kernel = rng.standard_normal((*kernel_size, shape[-1], 7)) / 5
+    with jax.enable_x64():
+        got = np.asarray(jax.jit(getattr(convs, form), static_argnums=(2, 3))(jnp.asarray(x), jnp.asarray(kernel),
+                                                                               strides, padding))
+    (top, bottom), (left, right) = padding
+    tx = torch.nn.functional.pad(torch.tensor(x).permute(0, 4, 1, 2, 3), (left, right, top, bottom))
+    want = torch.nn.functional.conv3d(tx, torch.tensor(kernel).permute(4, 3, 0, 1, 2), stride=strides)
+    want = want.permute(0, 2, 3, 4, 1).numpy()
+    assert got.shape == want.shape
+    assert rel_err(got, want) < 1e-12
+
+
+@pytest.mark.parametrize("channels,size,padding,form", [
+    (64, 4, 1, "_conv3d_per_tap"),    # 64 channels on 4x4 output pixels: 4 per pixel
+    (65, 4, 1, "_conv3d_im2col"),
+    (65, 6, 0, "_conv3d_im2col"),     # unpadded: 4x4 output pixels again
+    (65, 5, 1, "_conv3d_per_tap"),    # 5x5
+])
+def test_conv3d_picks_its_form_by_channels_per_pixel(monkeypatch, channels, size, padding, form):
+    """On CPU: im2col above _IM2COL_CHANNELS_PER_PIXEL input channels per output pixel of a frame, per-tap 2-D convs
+    otherwise (the forms' values are tested above; this checks which one runs)."""
+    called = []
+    monkeypatch.setattr(convs, form, lambda *a: called.append(form) or a[0])
+    pad = ((padding, padding), (padding, padding))
+    conv3d(jnp.zeros((1, 3, size, size, channels)), jnp.zeros((3, 3, 3, channels, 2)), (1, 1, 1), pad)
+    assert called == [form]
+
+
+def test_conv3d_checks_channels():
+    with pytest.raises(ValueError, match="x has 4 channels, the kernel expects 5"):
+        conv3d(jnp.zeros((1, 3, 4, 4, 4)), jnp.zeros((3, 3, 3, 5, 2)))

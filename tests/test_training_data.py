@@ -313,7 +313,7 @@ def test_precompute_round_trip_equals_vae_and_text_encoder_outputs(tmp_path, tin
     cached = next(make_iterator(cache_cfg(out, shuffle=False), batch_size=3))
     videos = next(make_iterator(manifest_cfg(manifest, shuffle=False), batch_size=3))   # skips bad.mp4 too
     assert videos["caption"].tolist() == captions
-    latents = np.stack([np.asarray(tiny_pipe.vae.encode(jnp.asarray(v[None])))[0] for v in videos["video"]])
+    latents = np.stack([np.asarray(tiny_pipe.encode_video(v[None]))[0] for v in videos["video"]])
     embeds, mask = tiny_pipe.encode_prompt(captions)
     np.testing.assert_allclose(cached["latents"], latents, atol=1e-6, rtol=0)
     np.testing.assert_allclose(cached["text_embeds"], np.asarray(embeds), atol=1e-6, rtol=0)

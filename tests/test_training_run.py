@@ -261,4 +261,6 @@ def test_wan_autoencoder_run_on_the_shapes_world_exports_to_diffusers(tmp_path):
     with torch.no_grad():
         want = reference.decode(torch.from_numpy(np.transpose(z, (0, 4, 1, 2, 3)))).sample.numpy()
     got = np.asarray(ours.decode(z))
-    np.testing.assert_allclose(got, np.clip(np.transpose(want, (0, 2, 3, 4, 1)), -1, 1), atol=1e-5)
+    # the suite's VAE parity measure (tests/test_wan_vae.py): trained weights leave float32 rounding of ~1e-4
+    # relative in single elements, so no per-element absolute bound
+    assert rel_err(got, np.clip(np.transpose(want, (0, 2, 3, 4, 1)), -1, 1)) < 1e-5

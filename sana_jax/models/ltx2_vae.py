@@ -30,6 +30,7 @@ import numpy as np
 
 from sana_jax.config import AutoencoderKLLTX2VideoConfig, ConfigError
 from sana_jax.models._checks import check_latents, check_video
+from sana_jax.nn.convs import conv3d
 
 MODES = ("whole", "stream", "last")
 _PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -157,8 +158,7 @@ class CausalConv3d(nn.Module):
         if x.shape[1] < kt:  # nothing to convolve yet (a run with too few frames for this conv)
             spatial = tuple((n - k) // s + 1 for n, k, s in zip(x.shape[2:4], (kh, kw), self.stride[1:]))
             return jnp.zeros(x.shape[:1] + (0,) + spatial + (self.features,), self.dtype), new_state
-        y = jax.lax.conv_general_dilated(x, kernel.astype(self.dtype), self.stride, "VALID",
-                                         dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+        y = conv3d(x, kernel.astype(self.dtype), self.stride)
         return y + bias.astype(self.dtype), new_state
 
     def _empty(self, x):

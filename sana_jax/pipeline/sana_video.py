@@ -156,6 +156,7 @@ class SanaVideoPipeline:
                                      static_argnames=("schedule", "image_to_video", "cfg", "cfg_batched", "progress"),
                                      donate_argnums=(1,))
         self._decode = _compile.jit(functools.partial(_decode, vae.module), static_argnames=("mode",))
+        self._encode = _compile.jit(functools.partial(_encode, vae.module))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", quantize: str | None = None,
@@ -333,10 +334,15 @@ class SanaVideoPipeline:
             mask = jnp.concatenate([neg_mask, mask])
         return prompt_lib.drop_padding(embeds, mask)
 
+    def encode_video(self, video):
+        """Video (B, F, H, W, 3) in [-1, 1] -> the VAE's normalised latents (its posterior mean), compiled with the
+        options of the pipeline's other programs (``sana_jax._compile``); the same numbers as ``vae.encode``."""
+        return self._encode(self.vae.params, jnp.asarray(video).astype(self.vae.module.dtype))
+
     def _image_latents(self, image, height, width, batch):
         """The conditioning image as normalised latents (batch, 1, H', W', C) (posterior mean)."""
         pixels = jnp.asarray(load_image(image, height, width))[None, None]
-        image_latents = self.vae.encode(pixels.astype(self.vae.module.dtype)).astype(jnp.float32)
+        image_latents = self.encode_video(pixels).astype(jnp.float32)
         return jnp.broadcast_to(image_latents, (batch,) + image_latents.shape[1:])
 
     def stream(self, prompt, negative_prompt: str = "", height: int = 480, width: int = 832, frames: int = 961,
@@ -377,6 +383,10 @@ class SanaVideoPipeline:
 def _block(x, start):
     jax.block_until_ready(x)
     return time.perf_counter() - start
+
+
+def _encode(vae_module, params, video):
+    return vae_module.apply({"params": params}, video, method="encode")
 
 
 def _decode(vae_module, params, latents, state, *, mode):

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import optax
 
+from sana_jax import _compile
 from sana_jax.training import mesh as mesh_lib
 from sana_jax.training.state import TrainState, abstract_state, init_state
 
@@ -60,9 +61,9 @@ class ShardedStep:
         self.traces = 0
         step = functools.partial(self._traced_step, task=task, optimizer=optimizer, schedule=schedule,
                                  ema_decay=ema_decay)
-        self._step = jax.jit(step, in_shardings=(self.state_shardings, self.batch_shardings),
+        self._step = _compile.jit(step, in_shardings=(self.state_shardings, self.batch_shardings),
                              out_shardings=(self.state_shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
-        self._grads = jax.jit(functools.partial(loss_and_grads, task),
+        self._grads = _compile.jit(functools.partial(loss_and_grads, task),
                               in_shardings=(self.state_shardings.params, self.batch_shardings, None, None),
                               out_shardings=((mesh_lib.replicated(mesh), None), self.state_shardings.params))
 

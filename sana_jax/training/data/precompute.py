@@ -115,7 +115,7 @@ def _encode_and_write(pipe, source, examples: list[dict], writer: LatentCacheWri
 
     batch = source.collate(examples)
     captions = batch["caption"].tolist()
-    latents = np.asarray(pipe.vae.encode(jnp.asarray(batch["video"])), np.float32)
+    latents = np.asarray(pipe.encode_video(jnp.asarray(batch["video"])), np.float32)
     embeds, mask = pipe.encode_prompt(captions)
     embeds, mask = np.asarray(embeds, np.float32), np.asarray(mask, np.int32)
     for i, caption in enumerate(captions):
