@@ -295,7 +295,6 @@ def tiny_pipe(tiny_pipeline_dir):
 
 
 def test_precompute_round_trip_equals_vae_and_text_encoder_outputs(tmp_path, tiny_pipe, capsys):
-    import jax.numpy as jnp
 
     for i in range(3):
         write_mp4(tmp_path / f"v{i}.mp4", index_clip(9, base=20 + 50 * i, step=10), fps=16)
