@@ -49,8 +49,9 @@ def speed(repeats: int):
     jz = jnp.asarray(z.transpose(0, 2, 3, 4, 1))
     # The pipeline's programs (sana_jax.pipeline.sana_video: `_compile.jit`, XLA's own dot and conv kernels, -O2)
     # and the component's methods (plain jax.jit, XLA's defaults: a component may run inside another jit).
-    programs = {"decode": _compile.jit(functools.partial(sana_video._decode, ours.module), static_argnames="mode"),
-                "encode": _compile.jit(functools.partial(sana_video._encode, ours.module))}
+    programs = {"decode": _compile.jit(functools.partial(sana_video._decode, ours.module), vae=True,
+                                       static_argnames="mode"),
+                "encode": _compile.jit(functools.partial(sana_video._encode, ours.module), vae=True)}
     decode = jax.jit(lambda p, z: ours.module.apply({"params": p}, z, None, "whole", False, method="decode_chunk")[0])
 
     def ref_decode():

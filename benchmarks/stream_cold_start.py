@@ -57,11 +57,11 @@ def main() -> None:
         return ((pipe.transformer.params, jax.random.fold_in(key, index), cache, *text, jnp.int32(offset),
                  jnp.float32(1.0), None), dict(shape=(b, size, h, w, c), schedule=None, cfg=False, pin=False))
 
-    def programs(options):
+    def programs(options, vae_options):
         step = jax.jit(streamer._block, static_argnames=("shape", "schedule", "cfg", "pin"),
                        compiler_options=options)
         decode = jax.jit(functools.partial(_decode_run, pipe.vae.module), static_argnames=("mode",),
-                         compiler_options=options)
+                         compiler_options=vae_options)
         windows = jax.ShapeDtypeStruct((b, window, h, w, c), jnp.float32)
         lower_step = lambda args, static: step.lower(*args, **static)  # noqa: E731
         return {
@@ -73,8 +73,9 @@ def main() -> None:
         }
 
     rows, compiled = [], {}
-    for label, options in (("XLA default", None), ("sana_jax._compile", _compile.compiler_options())):
-        for name, lower in programs(options).items():
+    for label, options in (("XLA default", (None, None)),
+                           ("sana_jax._compile", (_compile.compiler_options(), _compile.compiler_options(vae=True)))):
+        for name, lower in programs(*options).items():
             lowered, t_trace = _timed(lower)
             compiled[label, name], t_compile = _timed(lowered.compile)
             rows.append((name, label, t_trace, t_compile))

@@ -18,17 +18,22 @@ import jax
 # 0.92x (scanned 0.99x), the Wan2.1 VAE decode 0.83x (9.3 vs 11.2 s), the LTX-2 VAE's im2col convolutions (matmuls
 # with a 453 MB kernel read once, `sana_jax.nn.convs.conv3d`) 0.4x. YNNPACK keeps the reductions: without them the
 # training step takes 1.9x as long. (The flag takes a whole list here, not "-individual_convolution".)
+# The VAE programs (``jit(..., vae=True)``) leave the reductions off YNNPACK too: their norms reduce ~100 channels over
+# large frames, which the Wan2.1 decode then runs in 0.80x the time (12.5 vs 15.8 s, benchmarks/vae.py's size, the
+# same program compiled both ways, taking turns); the LTX-2 VAE's measured the same either way.
 CPU_OPTIONS = {"xla_backend_optimization_level": 2,
                "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
+CPU_VAE_OPTIONS = {**CPU_OPTIONS, "xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 @functools.cache
-def compiler_options() -> dict | None:
-    """The options ``jit`` adds for the default backend (None: XLA's defaults). An option this jaxlib does not know
-    (the YNNPACK one is experimental) is left out rather than failing every program: one tiny compile checks."""
+def compiler_options(vae: bool = False) -> dict | None:
+    """The options ``jit`` adds for the default backend (None: XLA's defaults); ``vae``: those of the VAE programs.
+    An option this jaxlib does not know (the YNNPACK one is experimental) is left out rather than failing every
+    program: one tiny compile checks."""
     if jax.default_backend() != "cpu":
         return None
-    options = dict(CPU_OPTIONS)
+    options = dict(CPU_VAE_OPTIONS if vae else CPU_OPTIONS)
     for name in [k for k in options if k.startswith("xla_cpu_experimental_")]:
         try:
             jax.jit(lambda x: x + 1, compiler_options={name: options[name]}).lower(jax.numpy.zeros(1)).compile()
@@ -37,6 +42,6 @@ def compiler_options() -> dict | None:
     return options
 
 
-def jit(fun, **kwargs):
-    """``jax.jit(fun, **kwargs)`` compiled with ``compiler_options()``."""
-    return jax.jit(fun, compiler_options=compiler_options(), **kwargs)
+def jit(fun, *, vae: bool = False, **kwargs):
+    """``jax.jit(fun, **kwargs)`` compiled with ``compiler_options(vae)`` (``vae``: a VAE decode or encode)."""
+    return jax.jit(fun, compiler_options=compiler_options(vae), **kwargs)

@@ -28,6 +28,17 @@ def test_cpu_programs_keep_convolutions_and_dots_off_ynnpack_and_reductions_on_i
     assert "__ynn_fusion" in _compiled_text(_compile.jit, lambda a: jnp.sum(a * a, axis=-1), *reduce_args)
 
 
+def test_cpu_vae_programs_keep_reductions_off_ynnpack_too():
+    """The VAE programs' norms reduce few channels over large frames, which YNNPACK runs slower than XLA."""
+    _compile.compiler_options.cache_clear()
+    vae_jit = lambda fun: _compile.jit(fun, vae=True)  # noqa: E731
+    assert _compile.compiler_options(vae=True)["xla_backend_optimization_level"] == 2
+    for fun, args in ((_conv, (jnp.ones((1, 16, 16, 32)), jnp.ones((3, 3, 32, 32)))),
+                      (lambda a, b: a @ b, (jnp.ones((64, 128)), jnp.ones((128, 64)))),
+                      (lambda a: jnp.sum(a * a, axis=-1), (jnp.ones((256, 512)),))):
+        assert "__ynn_fusion" not in _compiled_text(vae_jit, fun, *args)
+
+
 def test_an_option_this_jaxlib_does_not_know_is_left_out(monkeypatch):
     monkeypatch.setitem(_compile.CPU_OPTIONS, "xla_cpu_experimental_ynn_fusion_type", "LIBRARY_FUSION_TYPE_NO_SUCH")
     _compile.compiler_options.cache_clear()

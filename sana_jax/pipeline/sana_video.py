@@ -155,8 +155,8 @@ class SanaVideoPipeline:
         self._denoise = _compile.jit(functools.partial(_denoise, transformer.module, self._progress),
                                      static_argnames=("schedule", "image_to_video", "cfg", "cfg_batched", "progress"),
                                      donate_argnums=(1,))
-        self._decode = _compile.jit(functools.partial(_decode, vae.module), static_argnames=("mode",))
-        self._encode = _compile.jit(functools.partial(_encode, vae.module))
+        self._decode = _compile.jit(functools.partial(_decode, vae.module), vae=True, static_argnames=("mode",))
+        self._encode = _compile.jit(functools.partial(_encode, vae.module), vae=True)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", quantize: str | None = None,

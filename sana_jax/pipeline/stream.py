@@ -57,7 +57,8 @@ class BlockStreamer:
         self.pipe = pipe
         self.traces = 0
         self._step = _compile.jit(self._block, static_argnames=("shape", "schedule", "cfg", "pin"))
-        self._decode = _compile.jit(functools.partial(_decode_run, pipe.vae.module), static_argnames=("mode",))
+        self._decode = _compile.jit(functools.partial(_decode_run, pipe.vae.module), vae=True,
+                                    static_argnames=("mode",))
 
     def run(self, embeds, mask, *, latent_shape, blocks, seed, sampler, schedule, guidance_scale, cfg,
             image_latents, decode_window: int = 0):
