@@ -40,7 +40,10 @@ def depthwise_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | No
 # VAE's 128-256 channels on 16x24 and 8x12 pixels; the Wan2.1 VAE's 96-384 channels keep this form, im2col at 384
 # channels measured 4-7% slower in its decode), one matmul over the concatenated shifted views (im2col) where they
 # are small (the kernel is then read once: 2.4x at 2048 channels on 2x3 pixels, 1.2-1.5x at 512-1024 channels on
-# 4x6 and 8x12). The published LTX-2 decode takes 0.49x the time of XLA's 3-D convolutions, its encode 0.66x.
+# 4x6 and 8x12). The published LTX-2 decode (benchmarks/ltx2_vae.py's size) then took 0.49x the time of XLA's 3-D
+# convolutions, the encode 0.62x (both with `_compile`'s options against XLA's defaults before; with XLA's defaults on
+# both sides 0.76x / 0.93x). Unmeasured: frames of hundreds of pixels at 512-2048 channels (720p latents), where
+# the rule picks the per-tap form.
 _IM2COL_CHANNELS_PER_PIXEL = 4
 
 
