@@ -15,9 +15,10 @@ import jax
 # XLA:CPU hands dots and convolutions to YNNPACK by default; its own (Eigen) kernels run this project's programs
 # faster on the 2-core CPU, measured with the same program compiled both ways and taking turns (2026-12-06): the DiT
 # forward (benchmarks/transformer.py cases a / b) 0.92x / 0.81x the time, the small DiT's training step unrolled
-# 0.92x (scanned 0.99x), the Wan2.1 VAE decode 0.83x (9.3 vs 11.2 s), the LTX-2 VAE's im2col convolutions (matmuls
-# with a 453 MB kernel read once, `sana_jax.nn.convs.conv3d`) 0.4x. YNNPACK keeps the reductions: without them the
-# training step takes 1.9x as long. (The flag takes a whole list here, not "-individual_convolution".)
+# 0.92x (scanned 0.99x), the LTX-2 VAE's im2col convolutions (matmuls with a 453 MB kernel read once,
+# `sana_jax.nn.convs.conv3d`) 0.4x; and earlier, the convolutions alone, the Wan2.1 VAE decode 0.83x (9.3 vs
+# 11.2 s). YNNPACK keeps the reductions: without them the training step takes 1.9x as long. (The flag takes a whole
+# list here, not "-individual_convolution".)
 # The VAE programs (``jit(..., vae=True)``) leave the reductions off YNNPACK too: their norms reduce ~100 channels over
 # large frames, which the Wan2.1 decode then runs in 0.80x the time (12.5 vs 15.8 s, benchmarks/vae.py's size, the
 # same program compiled both ways, taking turns); the LTX-2 VAE's measured the same either way.

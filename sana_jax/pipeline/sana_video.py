@@ -336,7 +336,8 @@ class SanaVideoPipeline:
 
     def encode_video(self, video):
         """Video (B, F, H, W, 3) in [-1, 1] -> the VAE's normalised latents (its posterior mean), compiled with the
-        options of the pipeline's other programs (``sana_jax._compile``); the same numbers as ``vae.encode``."""
+        VAE options of ``sana_jax._compile`` like the pipeline's decode; ``vae.encode``'s function, to float32
+        rounding (other kernels)."""
         return self._encode(self.vae.params, jnp.asarray(video).astype(self.vae.module.dtype))
 
     def _image_latents(self, image, height, width, batch):
