@@ -6,6 +6,7 @@ function that may run inside another jit, such as a component's forward, keeps p
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 
@@ -30,11 +31,13 @@ CPU_VAE_OPTIONS = {**CPU_OPTIONS, "xla_cpu_experimental_ynn_fusion_type": ""}
 @functools.cache
 def compiler_options(vae: bool = False) -> dict | None:
     """The options ``jit`` adds for the default backend (None: XLA's defaults); ``vae``: those of the VAE programs.
-    An option this jaxlib does not know (the YNNPACK one is experimental) is left out rather than failing every
-    program: one tiny compile checks."""
+    An optimisation level named in XLA_FLAGS is kept rather than overridden. An option this jaxlib does not know (the
+    YNNPACK one is experimental) is left out rather than failing every program: one tiny compile checks."""
     if jax.default_backend() != "cpu":
         return None
     options = dict(CPU_VAE_OPTIONS if vae else CPU_OPTIONS)
+    if "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):
+        del options["xla_backend_optimization_level"]   # a level named in XLA_FLAGS wins (the tests run at -O0)
     for name in [k for k in options if k.startswith("xla_cpu_experimental_")]:
         try:
             jax.jit(lambda x: x + 1, compiler_options={name: options[name]}).lower(jax.numpy.zeros(1)).compile()

@@ -12,7 +12,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The tests check numbers and behaviour, not speed, and most of their time is XLA compiling small programs: on the
 # CPU, LLVM at -O0 instead of XLA's -O3 (2026-12-03: the default tier in 11.7 min on 2 cores, every case passing; at
 # -O3 18.6 min on 2026-12-02, and about 30% slower than -O0 side by side). Programs built through
-# `sana_jax._compile.jit` keep their own level; XLA_FLAGS naming a level wins.
+# `sana_jax._compile.jit` follow it too (a level named in XLA_FLAGS wins there); XLA_FLAGS naming a level wins.
 if os.environ["JAX_PLATFORMS"] == "cpu" and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
