@@ -158,7 +158,7 @@ class CausalConv3d(nn.Module):
         if x.shape[1] < kt:  # nothing to convolve yet (a run with too few frames for this conv)
             spatial = tuple((n - k) // s + 1 for n, k, s in zip(x.shape[2:4], (kh, kw), self.stride[1:]))
             return jnp.zeros(x.shape[:1] + (0,) + spatial + (self.features,), self.dtype), new_state
-        y = conv3d(x, kernel.astype(self.dtype), self.stride)
+        y = conv3d(x, kernel, self.stride)  # conv3d computes in x.dtype
         return y + bias.astype(self.dtype), new_state
 
     def _empty(self, x):
