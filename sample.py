@@ -85,4 +85,7 @@ def main(argv=None) -> int:
     return _cli.run(work, interrupted=f"nothing written to {args.out}", exit_codes={NonFiniteError: 1})
 
 if __name__ == "__main__":
+    from sana_jax._host import reexec_with_tuned_malloc
+
+    reexec_with_tuned_malloc()  # first: restart under the host-memory setting (sana_jax/_host.py)
     sys.exit(main())

@@ -13,6 +13,11 @@ loss; 2 for bad input (a config file or value, a workdir in use by another run, 
 
 import sys
 
+if __name__ == "__main__":  # before anything else: restart under the host-memory setting (sana_jax/_host.py)
+    from sana_jax._host import reexec_with_tuned_malloc
+
+    reexec_with_tuned_malloc()
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
