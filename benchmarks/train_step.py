@@ -4,14 +4,15 @@
 
 1. Step time. The full step (flow-matching loss, grads, clip at global norm 0.1, AdamW lr 5e-5 eps 1e-10 wd 0) of a
    small Linear DiT (4 layers, D 256 = 4 heads x 64, latents 2 x (8, 16, 16, 16) -> 1,024 video tokens, 32 text
-   tokens, fp32): ``jax.jit(train_step)`` on one device (layers scanned, the training default, and unrolled) against
-   diffusers' SanaVideoTransformer3DModel + ``torch.optim.AdamW`` + ``clip_grad_norm_``, same weights, and the same
-   x_t / timestep / text / target (the ones the JAX step draws at its first step, moved channels-first). The JAX
-   step also draws its noise, timesteps and caption dropout each step; torch reuses the drawn inputs. Median of
-   ``--repeats`` after warm-up, the steps taking turns so that a change in machine load touches all alike; run in a
-   child process with one CPU device (the 8 simulated devices below slow a one-device step by ~10-15%), with the
-   page faults per step (getrusage). Then again in a child started with GLIBC_TUNABLES=glibc.malloc.hugetlb=1:
-   XLA:CPU maps its working memory afresh on every call, and glibc then asks for 2 MB pages instead of 4 kB ones.
+   tokens, fp32): ``jax.jit(train_step)`` on one device (VARIANTS: the training defaults, layers scanned with remat
+   dots_no_batch, then unrolled and without remat) against diffusers' SanaVideoTransformer3DModel +
+   ``torch.optim.AdamW`` + ``clip_grad_norm_``, same weights, and the same x_t / timestep / text / target (the ones
+   the JAX step draws at its first step, moved channels-first). The JAX step also draws its noise, timesteps and
+   caption dropout each step; torch reuses the drawn inputs. Median of ``--repeats`` after warm-up, the steps taking
+   turns so that a change in machine load touches all alike; run in a child process with one CPU device (the 8
+   simulated devices below slow a one-device step by ~10-15%), with the page faults per step (getrusage). The child
+   runs under the host-memory setting train.py runs under (``sana_jax._host``: glibc's malloc asks for 2 MB pages),
+   torch and JAX alike; then again in a child with the plain environment.
 2. Memory per device vs fsdp, on 8 simulated CPU devices (mesh {fsdp: n, data: 8/n}, batch 8): params and AdamW
    moments read from the live sharded state; argument / output / temp bytes from XLA's memory analysis of the
    compiled step. MB = 1e6 bytes.
@@ -36,12 +37,16 @@ import time
 
 from _timing import interleaved_median_times, minor_faults_per_call
 
+from sana_jax._host import tuned_environ
+
 DEVICES = 8
 REMAT_POLICIES = ("none", "dots", "dots_no_batch", "full")
-CPU_REMAT = "dots_no_batch"  # the fastest policy on this CPU (section "Remat policies")
-# glibc >= 2.35: malloc's large blocks madvised for transparent huge pages (2 MB), so the step's working memory,
-# mapped afresh on every call, faults 512x less often (the kernel zeroes it either way).
-THP_TUNABLE = "glibc.malloc.hugetlb=1"
+# The JAX steps timed against torch: (row, config overrides on top of the `model` section's defaults). The first is
+# what a training config gets unless it says otherwise.
+VARIANTS = (("layers scanned, remat dots_no_batch: the training defaults", {}),
+            ("layers unrolled, remat dots_no_batch", {"model.scan_layers": False}),
+            ("layers scanned, remat none", {"model.remat_policy": "none"}),
+            ("layers unrolled, remat none", {"model.scan_layers": False, "model.remat_policy": "none"}))
 ARCH = dict(  # diffusers SanaVideoTransformer3DModel config.json keys
     in_channels=16, out_channels=16, num_attention_heads=4, attention_head_dim=64, num_layers=4,
     num_cross_attention_heads=4, cross_attention_head_dim=64, cross_attention_dim=256, caption_channels=64,
@@ -67,11 +72,14 @@ def dit_task(**overrides):
     from sana_jax.testing.training import load_config, null_text
 
     from sana_jax.training import recipes
+    from sana_jax.training.config import DiTModelConfig
     from sana_jax.training.tasks import make_task
 
-    # the published optimiser, without warm-up so every timed step runs at the recipe's lr
-    config = load_config("tiny_smoke", **{"model.architecture": ARCH, "optim": recipes.adamw(warmup_steps=0),
-                                          **overrides})
+    # the `model` section's default layer layout (tiny_smoke's own is for fast tests), the published optimiser
+    # without warm-up so every timed step runs at the recipe's lr
+    defaults = {f"model.{k}": getattr(DiTModelConfig(), k) for k in ("scan_layers", "remat_policy")}
+    config = load_config("tiny_smoke", **{**defaults, "model.architecture": ARCH,
+                                          "optim": recipes.adamw(warmup_steps=0), **overrides})
     return config, make_task(config, null_text(*TEXT))
 
 
@@ -112,8 +120,8 @@ def jax_step(config, task, batch):
 
 
 def step_time(warmup: int, repeats: int) -> dict:
-    """Median seconds per step of torch and of the jitted JAX step (layers scanned, the training default, and
-    unrolled), their step-0 losses and the JAX compile times."""
+    """Median seconds per step of torch and of the jitted JAX step in each of VARIANTS, their step-0 losses, page
+    faults per step and the JAX compile times."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -124,13 +132,11 @@ def step_time(warmup: int, repeats: int) -> dict:
     torch.manual_seed(0)
     ref = SanaVideoTransformer3DModel(**{**ARCH, "patch_size": tuple(ARCH["patch_size"])}).train()
     with tempfile.TemporaryDirectory() as tmp:
-        ref.save_pretrained(tmp)  # both JAX tasks start from ``ref``'s weights
-        tasks = {scan: dit_task(**{"model.init_from": tmp, "model.scan_layers": scan}) for scan in (True, False)}
-        tasks["remat"] = dit_task(**{"model.init_from": tmp, "model.remat_policy": CPU_REMAT})
+        ref.save_pretrained(tmp)  # every JAX task starts from ``ref``'s weights
+        tasks = [dit_task(**{"model.init_from": tmp, **overrides}) for _, overrides in VARIANTS]
     batch = {k: jnp.asarray(v) for k, v in random_batch(TIMING_BATCH, LATENTS, *TEXT).items()}
-
-    (run_scan, compile_scan, _, inputs), (run_unrolled, compile_unrolled, _, _), (run_remat, compile_remat, _, _) = (
-        jax_step(*tasks[s], batch) for s in (True, False, "remat"))
+    steps = [jax_step(*task, batch) for task in tasks]
+    inputs = steps[0][3]
 
     def channels_first(a):
         return torch.from_numpy(np.ascontiguousarray(np.asarray(a).transpose(0, 4, 1, 2, 3)))
@@ -148,14 +154,14 @@ def step_time(warmup: int, repeats: int) -> dict:
         adamw.step()
         return loss.item()
 
-    fns = (run_torch, run_scan, run_unrolled, run_remat)
+    fns = (run_torch, *(run for run, *_ in steps))
     losses = [fn() for fn in fns]  # step 0: same weights, same inputs
     for _ in range(warmup - 1):
         for fn in fns:
             fn()
     times = interleaved_median_times(fns, repeats)
     faults = [minor_faults_per_call(fn) for fn in fns]
-    return dict(times=times, losses=losses, compile_s=(compile_scan, compile_unrolled, compile_remat), faults=faults,
+    return dict(times=times, losses=losses, compile_s=[c for _, c, *_ in steps], faults=faults,
                 params=sum(p.numel() for p in ref.parameters()), threads=torch.get_num_threads(),
                 versions=f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({len(jax.devices())} device); "
                          f"torch {torch.__version__} with {torch.get_num_threads()} threads")
@@ -207,7 +213,7 @@ def memory_vs_fsdp(progress) -> tuple[list, list]:
     from sana_jax.training.state import abstract_state, learning_rate, make_optimizer
     from sana_jax.training.step import ShardedStep
 
-    config, task = dit_task()
+    config, task = dit_task(**{"model.remat_policy": "none"})
     optimizer, schedule = make_optimizer(config.optim), learning_rate(config.optim)
     example = example_batch(MESH_BATCH)
     rows, whole = [], []
@@ -315,7 +321,7 @@ def traffic_vs_sequence(progress) -> dict:
     from sana_jax.training.state import learning_rate, make_optimizer
     from sana_jax.training.step import ShardedStep
 
-    config, task = dit_task(**{"model.scan_layers": False})
+    config, task = dit_task(**{"model.scan_layers": False, "model.remat_policy": "none"})
     optimizer, schedule = make_optimizer(config.optim), learning_rate(config.optim)
     example = example_batch(MESH_BATCH)
     key = jax.random.PRNGKey(0)
@@ -383,12 +389,14 @@ def main():
             sys.exit(f"the {flag} process failed:\n{proc.stderr}")
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    r = child("--timing-child")
-    print("timing the train step again, glibc's malloc asking for huge pages...", file=sys.stderr)
-    r_thp = child("--timing-child", {**os.environ, "GLIBC_TUNABLES": ":".join(
-        t for t in (os.environ.get("GLIBC_TUNABLES"), THP_TUNABLE) if t)})
+    tuned = tuned_environ(os.environ)  # what train.py runs under (None: the same as this environment)
+    r = child("--timing-child", tuned)
+    r_plain = None
+    if tuned is not None:
+        print("timing the train step again, in the plain environment...", file=sys.stderr)
+        r_plain = child("--timing-child")
     print("timing the remat policies...", file=sys.stderr)
-    remat = child("--remat-child")
+    remat = child("--remat-child", tuned)
 
     import jax
 
@@ -399,28 +407,34 @@ def main():
     summary = []
     tokens = tokens_per_step(TIMING_BATCH)
     t_torch = r["times"][0]
-    print(f"{r['versions']}; median of {repeats} after {warmup} warm-up, the four taking turns\n")
+    setting = (f"GLIBC_TUNABLES={tuned['GLIBC_TUNABLES']}" if tuned else
+               f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r} (no tunable added here)")
+    print(f"{r['versions']}; median of {repeats} after {warmup} warm-up, the {len(VARIANTS) + 1} taking turns\n")
     print(f"## 1. Train step, 4 layers D 256, {r['params'] / 1e6:.2f} M params, batch {TIMING_BATCH} x "
           f"{'x'.join(map(str, LATENTS))} latents -> {tokens:,} tokens, {TEXT[0]} text tokens, fp32\n")
-    names = ("diffusers + torch.optim.AdamW (eager)", "sana-jax train_step (jit, layers scanned: training default)",
-             "sana-jax train_step (jit, layers unrolled)",
-             f"sana-jax train_step (jit, layers scanned, `model.remat_policy={CPU_REMAT}`)")
+    names = ("diffusers + torch.optim.AdamW (eager)", *(f"sana-jax train_step (jit, {v})" for v, _ in VARIANTS))
     compile_s = ("", *(f"{c:.1f}" for c in r["compile_s"]))
     rows = [(name, f"{t:.3f}", f"{tokens / t:,.0f}", f"{t_torch / t:.2f}x", f"{faults:,.0f}", c, f"{loss:.6f}")
             for name, t, faults, c, loss in zip(names, r["times"], r["faults"], compile_s, r["losses"])]
     header = ("implementation", "median step s", "tokens/s", "ratio torch / this", "page faults / step")
     step_table = table(header + ("compile s", "step-0 loss"), rows)
+    print(f"One process under the host-memory setting of train.py and sample.py ({setting}), torch and JAX alike:\n")
     print(step_table)
-    thp_rows = [(name, f"{t:.3f}", f"{tokens / t:,.0f}", f"{r_thp['times'][0] / t:.2f}x", f"{faults:,.0f}")
-                for name, t, faults in zip(names, r_thp["times"], r_thp["faults"])]
-    thp_table = table(header, thp_rows)
-    print(f"\nThe same, another process started with GLIBC_TUNABLES={THP_TUNABLE} (both sides):\n")
-    print(thp_table)
+    plain_table = ""
+    if r_plain is not None:
+        plain_table = table(header, [(name, f"{t:.3f}", f"{tokens / t:,.0f}", f"{r_plain['times'][0] / t:.2f}x",
+                                      f"{faults:,.0f}")
+                                     for name, t, faults in zip(names, r_plain["times"], r_plain["faults"])])
+        print(f"\nThe same, another process in the plain environment "
+              f"(GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}):\n")
+        print(plain_table)
     loss_err = max(abs(x - r["losses"][0]) for x in r["losses"]) / abs(r["losses"][0])
     print(f"\nstep-0 loss: largest relative difference to torch {loss_err:.1e} (same weights, same noised inputs); "
           "compile = lower + XLA compile\n")
-    summary += [f"Train step (4 layers, D 256, {tokens:,} tokens/step, fp32, 2-core CPU, median of {repeats}):", "",
-                step_table, "", f"With GLIBC_TUNABLES={THP_TUNABLE}:", "", thp_table, ""]
+    summary += [f"Train step (4 layers, D 256, {tokens:,} tokens/step, fp32, 2-core CPU, median of {repeats}; "
+                f"{setting}, as train.py runs):", "", step_table, ""]
+    if plain_table:
+        summary += ["In the plain environment:", "", plain_table, ""]
     base_s, base_temp = remat["times"]["none"], remat["temp"]["none"]
     remat_table = table(("model.remat_policy (layers scanned)", "median step s", "vs none", "XLA temp MB",
                          "vs none"),

@@ -30,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = recipes.dit_model()
     c.model.init_from = "sana_jax/shapes/teacher/transformer"   # the teacher's weights
     c.model.scan_layers = False
+    c.model.remat_policy = "none"   # as the shipped student was trained (the default became dots_no_batch later)
     c.model.attention_implementation = "xla"
 
     c.objective = recipes.ode_init(block_frames=2, max_frame_offset=56)
