@@ -3,8 +3,9 @@
     python benchmarks/ltx2_vae.py [--repeats 3] [--threads 2] [--parts speed,memory]
 
 (a) speed: the published LTX-2 VAE config (1,222 M params, random weights): decode of latents 128x2x2x3
-    (channels-first notation) -> video 3x9x64x96, and encode of that video back, each as the component's method
-    (plain jax.jit) and as the pipeline's program (``sana_jax._compile``'s CPU options). Median seconds of
+    (channels-first notation) -> video 3x9x64x96, and encode of that video back, each as the pipeline's program
+    (``sana_jax._compile``'s CPU options) and as the decode module under a plain jax.jit / the component's encode
+    method. Run under the host-memory setting of sample.py (``sana_jax._host``), both sides. Median seconds of
     ``--repeats`` interleaved runs after one warm-up (the first call reported apart); ratio diffusers / ours (> 1: we
     are faster).
 (b) memory: the published decoder at latents 2x2, whole clip vs ``decode_streaming`` (runs of 2 latent frames),
@@ -47,8 +48,9 @@ def speed(repeats: int):
     z = np.random.default_rng(0).standard_normal((1, 128, 2, 2, 3), dtype=np.float32)
     tz = torch.from_numpy(z)
     jz = jnp.asarray(z.transpose(0, 2, 3, 4, 1))
-    # The pipeline's programs (sana_jax.pipeline.sana_video: `_compile.jit`, XLA's own dot and conv kernels, -O2)
-    # and the component's methods (plain jax.jit, XLA's defaults: a component may run inside another jit).
+    # The pipeline's programs (sana_jax.pipeline.sana_video: `_compile.jit`, XLA's own dot and conv kernels, -O2),
+    # the component's encode (at top level compiled with the same options, `_compile.jit_anywhere`) and, for the
+    # decode, the module under a plain jax.jit (XLA's defaults: what it runs as inside a caller's jit).
     programs = {"decode": _compile.jit(functools.partial(sana_video._decode, ours.module), vae=True,
                                        static_argnames="mode"),
                 "encode": _compile.jit(functools.partial(sana_video._encode, ours.module), vae=True)}
@@ -95,7 +97,9 @@ def speed(repeats: int):
     print("|---|---:|---:|---:|---:|---:|")
     for what, shapes in (("decode", "z 128x2x2x3 -> 3x9x64x96"), ("encode", "3x9x64x96 -> 128x2x2x3")):
         ref_s = times[f"ref {what}"]
-        for name, label in ((what, f"`vae.{what}` (jax.jit, XLA's defaults)"),
+        plain = ("the module under a plain `jax.jit` (XLA's defaults)" if what == "decode" else
+                 "`vae.encode` (the component's method)")
+        for name, label in ((what, plain),
                             (f"pipeline {what}", f"the pipeline's {what} program (`_compile.jit`)")):
             ratio = ref_s / times[name]
             bold = "**" if name.startswith("pipeline") else ""
@@ -146,7 +150,8 @@ def main():
 
     torch.set_num_threads(args.threads)
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__} with "
-          f"{torch.get_num_threads()} threads; fp32; median of {args.repeats} after warm-up\n")
+          f"{torch.get_num_threads()} threads; fp32; median of {args.repeats} after warm-up; "
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}\n")
     parts = args.parts.split(",")
     if "speed" in parts:
         speed(args.repeats)
@@ -155,4 +160,7 @@ def main():
 
 
 if __name__ == "__main__":
+    from sana_jax._host import reexec_with_tuned_malloc
+
+    reexec_with_tuned_malloc()  # as sample.py runs: both sides under the same malloc setting
     main()

@@ -59,8 +59,8 @@ def speed(repeats: int):
     compile_s = time.perf_counter() - start
     expected = run_ref().numpy().transpose(0, 2, 3, 4, 1)
     err = float(np.linalg.norm(np.asarray(out) - expected) / np.linalg.norm(expected))
-    # The pipeline's decode program: compiled with sana_jax._compile's options (a component's own method cannot
-    # take compiler options: it may run inside another jit).
+    # The pipeline's decode program, compiled with sana_jax._compile's options (the component's `decode` at top level
+    # compiles with the same options since 2026-12-07, `_compile.jit_anywhere`).
     from sana_jax import _compile
 
     pipeline_decode = _compile.jit(lambda p, z: ours.module.apply({"params": p}, z, method="decode"), vae=True)
@@ -75,7 +75,7 @@ def speed(repeats: int):
     print("| decode, Wan2.1 config, z 16x3x16x16 -> 3x9x128x128 | seconds | diffusers / it |")
     print("|---|---:|---:|")
     print(f"| diffusers (eager, torch {torch.__version__}, {torch.get_num_threads()} threads) | {t_ref:.3f} | |")
-    print(f"| sana-jax, `vae.decode` (jax.jit, XLA's defaults) | {t_ours:.3f} | {t_ref / t_ours:.2f}x |")
+    print(f"| sana-jax, `vae.decode` (the component's method) | {t_ours:.3f} | {t_ref / t_ours:.2f}x |")
     print(f"| sana-jax, the pipeline's decode (`_compile.jit(vae=True)`: no YNNPACK, -O2) | {t_pipe:.3f} | "
           f"**{t_ref / t_pipe:.2f}x** |")
     print(f"| sana-jax first call (compile + run) | {compile_s:.1f} |")
@@ -166,7 +166,8 @@ def main():
 
     torch.set_num_threads(args.threads)
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__} with "
-          f"{torch.get_num_threads()} threads; fp32; median of {args.repeats} after warm-up\n")
+          f"{torch.get_num_threads()} threads; fp32; median of {args.repeats} after warm-up; "
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}\n")
     parts = args.parts.split(",")
     if "speed" in parts:
         speed(args.repeats)
@@ -175,4 +176,7 @@ def main():
 
 
 if __name__ == "__main__":
+    from sana_jax._host import reexec_with_tuned_malloc
+
+    reexec_with_tuned_malloc()  # as sample.py runs: both sides under the same malloc setting
     main()

@@ -1,7 +1,7 @@
 """``jit``: ``jax.jit`` with the XLA compiler options measured best for this project's programs on the platform
 they compile for. The pipeline's denoising loop and decode, the block streamer's step and decode and the trainer's
-step are built through it, so the choice lives here alone. (JAX takes compiler options on a top-level jit only: a
-function that may run inside another jit, such as a component's forward, keeps plain ``jax.jit``.)"""
+step are built through it, so the choice lives here alone. JAX takes compiler options on a top-level jit only, so a
+function that may also run inside another jit (a component's forward and methods) goes through ``jit_anywhere``."""
 
 from __future__ import annotations
 
@@ -49,3 +49,18 @@ def compiler_options(vae: bool = False) -> dict | None:
 def jit(fun, *, vae: bool = False, **kwargs):
     """``jax.jit(fun, **kwargs)`` compiled with ``compiler_options(vae)`` (``vae``: a VAE decode or encode)."""
     return jax.jit(fun, compiler_options=compiler_options(vae), **kwargs)
+
+
+def jit_anywhere(fun, *, vae: bool = False, **kwargs):
+    """``jit`` for a function that may also be called inside another jit or transformation (a component's forward,
+    ``vae.decode``): called on concrete arrays it runs the program compiled with ``compiler_options(vae)``; called
+    with a traced argument, the plain ``jax.jit(fun)``, which then becomes part of the caller's program."""
+    top, nested = jit(fun, vae=vae, **kwargs), jax.jit(fun, **kwargs)
+
+    @functools.wraps(fun)
+    def call(*args, **kw):
+        traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kw)))
+        return (nested if traced else top)(*args, **kw)
+
+    call.lower = top.lower
+    return call

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sana_jax import _io
+from sana_jax import _compile, _io
 from sana_jax.config import (AutoencoderDCConfig, AutoencoderKLLTX2VideoConfig, AutoencoderKLWanConfig, ComponentConfig,
                              ConfigError, Gemma2Config, SanaVideoCausalTransformerConfig, SanaVideoTransformerConfig,
                              read_json)
@@ -153,7 +153,8 @@ class Component:
         def apply(variables, *args, **kwargs):
             return module.apply(variables, *args, **kwargs)
 
-        self._apply = jax.jit(apply, static_argnames=static_argnames)
+        # at top level compiled with the project's options (`sana_jax._compile`); inside a caller's jit, part of it
+        self._apply = _compile.jit_anywhere(apply, static_argnames=static_argnames)
         for name in methods:
             setattr(self, name, self._bind(name))
 
@@ -165,7 +166,8 @@ class Component:
         return self
 
     def _bind(self, name: str):
-        fn = jax.jit(functools.partial(self.module.apply, method=name))
+        # the named methods are an autoencoder's encode / decode: the options of the pipeline's VAE programs
+        fn = _compile.jit_anywhere(functools.partial(self.module.apply, method=name), vae=True)
         return lambda *args, **kwargs: fn({"params": self.params}, *args, **kwargs)
 
     def __call__(self, *args, **kwargs):

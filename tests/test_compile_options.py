@@ -61,3 +61,38 @@ def test_the_level_is_o2_unless_xla_flags_name_one(monkeypatch):
     finally:
         monkeypatch.undo()
         _compile.compiler_options.cache_clear()
+
+
+def _matmul_component():
+    import flax.linen as nn
+
+    from sana_jax.components import Component
+
+    class Tiny(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(64, use_bias=False)(x)
+
+        def decode(self, x):
+            return self(x) * 2
+
+    module = Tiny()
+    x = jnp.ones((64, 128))
+    return Component("Tiny", None, module, module.init(jax.random.key(0), x)["params"], methods=("decode",)), x
+
+
+def test_a_component_compiles_with_the_options_at_top_level_and_joins_a_callers_jit():
+    """A component's forward and methods: at top level the program compiled with `_compile`'s options (its dot off
+    YNNPACK); called inside a caller's jit, grad or vmap, a plain jit that becomes part of the caller's program
+    (JAX refuses compiler options there)."""
+    _compile.compiler_options.cache_clear()
+    tiny, x = _matmul_component()
+    variables = {"params": tiny.params}
+    assert "__ynn_fusion" not in tiny._apply.lower(variables, x).compile().as_text()
+    want = x @ tiny.params["Dense_0"]["kernel"]
+    for got in (tiny(x), jax.jit(lambda v: tiny(v))(x), jax.vmap(tiny)(x[None])[0]):
+        assert jnp.allclose(got, want, rtol=1e-6)
+    for got in (tiny.decode(x), jax.jit(tiny.decode)(x)):
+        assert jnp.allclose(got, 2 * want, rtol=1e-6)
+    grad = jax.grad(lambda v: tiny.decode(v).sum())(x)
+    assert jnp.allclose(grad, 2 * jnp.broadcast_to(tiny.params["Dense_0"]["kernel"].sum(1), x.shape), atol=1e-5)

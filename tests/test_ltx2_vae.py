@@ -15,6 +15,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKLLTX2Video as ReferenceVAE
 
+from sana_jax import _compile
 from sana_jax.testing.numerics import rel_err
 from sana_jax.testing.references import LTX2_VAE_TINY as TINY
 from sana_jax.testing.references import make_ltx2_vae_reference as make_reference
@@ -72,7 +73,10 @@ def latents(seed, b, t, h, w, c):
 
 
 def _decode_raw(ours, z):
-    fn = jax.jit(lambda p, z: ours.module.apply({"params": p}, z, None, "whole", False, method="decode_chunk")[0])
+    # compiled as the component's own methods are at top level (`_compile`'s VAE options), so that the clamped
+    # `ours.decode` can be checked against it bit for bit
+    fn = _compile.jit(lambda p, z: ours.module.apply({"params": p}, z, None, "whole", False,
+                                                     method="decode_chunk")[0], vae=True)
     return np.asarray(fn(ours.params, jnp.asarray(z)))
 
 

@@ -4,12 +4,11 @@
 actually do to shapes, and runs streamed through ``decode_chunk`` ("stream" ..., then "last") against the whole
 clip decoded at once. The small configs are the ones each VAE's parity tests build."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sana_jax import load_component
+from sana_jax import _compile, load_component
 from sana_jax.testing.numerics import rel_err
 from sana_jax.testing.references import (DC_AE_TINY, LTX2_VAE_TINY, WAN_VAE_TINY, make_dc_ae_reference,
                                          make_ltx2_vae_reference, make_wan_vae_reference)
@@ -45,8 +44,11 @@ def test_every_vae_exposes_the_interface_and_its_streamed_decode_equals_the_whol
     video = np.random.default_rng(0).uniform(-1, 1, (1, 1 + t * (frames - 1), h * s, w * s, 3)).astype(np.float32)
     assert vae.encode(jnp.asarray(video)).shape == (1, frames, h, w, c)
     z = jnp.asarray(np.random.default_rng(1).standard_normal((1, frames, h, w, c)).astype(np.float32))
-    decode_chunk = jax.jit(lambda p, z, state, mode: module.apply({"params": p}, z, state, mode,
-                                                                  method="decode_chunk"), static_argnums=3)
+    # compiled as the pipeline's and the component's VAE programs are (`_compile`'s VAE options), so that the
+    # component's clamped decode can be checked against it bit for bit
+    decode_chunk = _compile.jit(lambda p, z, state, mode: module.apply({"params": p}, z, state, mode,
+                                                                       method="decode_chunk"),
+                                vae=True, static_argnums=3)
     whole, _ = decode_chunk(vae.params, z, None, "whole")
     assert whole.shape == video.shape
     assert np.array_equal(np.asarray(vae.decode(z)), np.clip(np.asarray(whole), -1, 1)) or \

@@ -49,7 +49,8 @@ def reconstruction(**overrides) -> ml_collections.ConfigDict:
 
 
 def dit_model(**overrides) -> ml_collections.ConfigDict:
-    """The Linear DiT: ``architecture`` (diffusers config.json keys) or ``init_from``; fp32, scanned, remat dots_no_batch."""
+    """The Linear DiT: ``architecture`` (diffusers config.json keys) or ``init_from``; fp32, scanned, remat
+    dots_no_batch."""
     return _section(DiTModelConfig, "model", overrides)
 
 
