@@ -190,7 +190,7 @@ class DiTModelConfig:
     param_dtype: str = _field("dtype of the master params", _one_of(DTYPES), "float32")
     scan_layers: bool = _field("blocks under nn.scan (False: unrolled)", _BOOL, True)
     # dots_no_batch keeps the Dense outputs and recomputes the rest in the backward: on the 2-core CPU the small DiT's
-    # step takes 0.90-0.94x the time of "none" with 0.55x XLA's temp memory (benchmarks/train_step.py)
+    # step took 0.84-0.94x the time of "none" in every run, with 0.55x XLA's temp memory (benchmarks/train_step.py)
     remat_policy: str = _field("rematerialisation of each block", _one_of(REMAT_POLICIES), "dots_no_batch")
     attention_implementation: str = _field("linear attention kernel", _one_of(IMPLEMENTATIONS), "auto")
 
