@@ -3,9 +3,10 @@
     python benchmarks/ltx2_vae.py [--repeats 3] [--threads 2] [--parts speed,memory]
 
 (a) speed: the published LTX-2 VAE config (1,222 M params, random weights): decode of latents 128x2x2x3
-    (channels-first notation) -> video 3x9x64x96, and encode of that video back, each as the pipeline's program
-    (``sana_jax._compile``'s CPU options) and as the decode module under a plain jax.jit / the component's encode
-    method. Run under the host-memory setting of sample.py (``sana_jax._host``), both sides. Median seconds of
+    (channels-first notation) -> video 3x9x64x96, as the pipeline's program (``sana_jax._compile``'s CPU options)
+    and as the module under a plain jax.jit (XLA's defaults), and encode of that video back (``vae.encode``, which
+    ``pipe.encode_video`` calls: at top level compiled with the same options). Run under the host-memory setting of
+    sample.py (``sana_jax._host``), both sides. Median seconds of
     ``--repeats`` interleaved runs after one warm-up (the first call reported apart); ratio diffusers / ours (> 1: we
     are faster).
 (b) memory: the published decoder at latents 2x2, whole clip vs ``decode_streaming`` (runs of 2 latent frames),
@@ -48,12 +49,11 @@ def speed(repeats: int):
     z = np.random.default_rng(0).standard_normal((1, 128, 2, 2, 3), dtype=np.float32)
     tz = torch.from_numpy(z)
     jz = jnp.asarray(z.transpose(0, 2, 3, 4, 1))
-    # The pipeline's programs (sana_jax.pipeline.sana_video: `_compile.jit`, XLA's own dot and conv kernels, -O2),
-    # the component's encode (at top level compiled with the same options, `_compile.jit_anywhere`) and, for the
-    # decode, the module under a plain jax.jit (XLA's defaults: what it runs as inside a caller's jit).
-    programs = {"decode": _compile.jit(functools.partial(sana_video._decode, ours.module), vae=True,
-                                       static_argnames="mode"),
-                "encode": _compile.jit(functools.partial(sana_video._encode, ours.module), vae=True)}
+    # The pipeline's decode program (sana_jax.pipeline.sana_video: `_compile.jit`, XLA's own dot and conv kernels,
+    # -O2) and the module under a plain jax.jit (XLA's defaults: what it runs as inside a caller's jit); the
+    # component's encode (at top level compiled with the same options, `_compile.jit_anywhere`).
+    pipeline_decode = _compile.jit(functools.partial(sana_video._decode, ours.module), vae=True,
+                                   static_argnames="mode")
     decode = jax.jit(lambda p, z: ours.module.apply({"params": p}, z, None, "whole", False, method="decode_chunk")[0])
 
     def ref_decode():
@@ -64,7 +64,7 @@ def speed(repeats: int):
         return decode(ours.params, jz).block_until_ready()
 
     def pipe_decode():
-        return programs["decode"](ours.params, jz, None, mode="whole")[0].block_until_ready()
+        return pipeline_decode(ours.params, jz, None, mode="whole")[0].block_until_ready()
 
     expected = ref_decode().numpy().transpose(0, 2, 3, 4, 1)
     x = np.clip(expected, -1, 1)
@@ -78,33 +78,31 @@ def speed(repeats: int):
     def ours_encode():
         return ours.encode(jx).block_until_ready()
 
-    def pipe_encode():
-        return programs["encode"](ours.params, jx).block_until_ready()
-
     mu = ref_encode().numpy().transpose(0, 2, 3, 4, 1)
+    # (name, label, ours, its diffusers counterpart, expected)
+    rows = (("decode", "decode z 128x2x2x3 -> 3x9x64x96, the module under a plain `jax.jit` (XLA's defaults)",
+             ours_decode, "ref decode", expected),
+            ("pipeline decode", "decode, the pipeline's decode program (`_compile.jit`)", pipe_decode, "ref decode",
+             expected),
+            ("encode", "encode 3x9x64x96 -> 128x2x2x3, `vae.encode` (= `pipe.encode_video`)", ours_encode,
+             "ref encode", mu))
     first, errors = {}, {}
-    for name, fn, want in (("decode", ours_decode, expected), ("pipeline decode", pipe_decode, expected),
-                           ("encode", ours_encode, mu), ("pipeline encode", pipe_encode, mu)):
+    for name, _, fn, _, want in rows:
         start = time.perf_counter()
         got = np.asarray(fn())
         first[name] = time.perf_counter() - start
         errors[name] = float(np.linalg.norm(got - want) / np.linalg.norm(want))
 
-    times = dict(zip(("ref decode", "decode", "pipeline decode", "ref encode", "encode", "pipeline encode"),
-                     interleaved_median_times([ref_decode, ours_decode, pipe_decode,
-                                               ref_encode, ours_encode, pipe_encode], repeats)))
+    fns = {"ref decode": ref_decode, "decode": ours_decode, "pipeline decode": pipe_decode,
+           "ref encode": ref_encode, "encode": ours_encode}
+    times = dict(zip(fns, interleaved_median_times(list(fns.values()), repeats)))
     print("| published LTX-2 VAE | diffusers s | sana-jax s | ratio | sana-jax first call s | rel err |")
     print("|---|---:|---:|---:|---:|---:|")
-    for what, shapes in (("decode", "z 128x2x2x3 -> 3x9x64x96"), ("encode", "3x9x64x96 -> 128x2x2x3")):
-        ref_s = times[f"ref {what}"]
-        plain = ("the module under a plain `jax.jit` (XLA's defaults)" if what == "decode" else
-                 "`vae.encode` (the component's method)")
-        for name, label in ((what, plain),
-                            (f"pipeline {what}", f"the pipeline's {what} program (`_compile.jit`)")):
-            ratio = ref_s / times[name]
-            bold = "**" if name.startswith("pipeline") else ""
-            print(f"| {what} {shapes}, {label} | {ref_s:.3f} | {times[name]:.3f} | {bold}{ratio:.2f}x{bold} | "
-                  f"{first[name]:.1f} | {errors[name]:.1e} |")
+    for name, label, _, ref_name, _ in rows:
+        ref_s = times[ref_name]
+        bold = "" if name == "decode" else "**"
+        print(f"| {label} | {ref_s:.3f} | {times[name]:.3f} | {bold}{ref_s / times[name]:.2f}x{bold} | "
+              f"{first[name]:.1f} | {errors[name]:.1e} |")
     print()
 
 

@@ -156,7 +156,6 @@ class SanaVideoPipeline:
                                      static_argnames=("schedule", "image_to_video", "cfg", "cfg_batched", "progress"),
                                      donate_argnums=(1,))
         self._decode = _compile.jit(functools.partial(_decode, vae.module), vae=True, static_argnames=("mode",))
-        self._encode = _compile.jit(functools.partial(_encode, vae.module), vae=True)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", quantize: str | None = None,
@@ -335,10 +334,9 @@ class SanaVideoPipeline:
         return prompt_lib.drop_padding(embeds, mask)
 
     def encode_video(self, video):
-        """Video (B, F, H, W, 3) in [-1, 1] -> the VAE's normalised latents (its posterior mean), compiled with the
-        VAE options of ``sana_jax._compile`` like the pipeline's decode; ``vae.encode``'s function, to float32
-        rounding (other kernels)."""
-        return self._encode(self.vae.params, jnp.asarray(video).astype(self.vae.module.dtype))
+        """Video (B, F, H, W, 3) in [-1, 1] -> the VAE's normalised latents (its posterior mean): ``vae.encode``,
+        which at top level compiles with the VAE options of ``sana_jax._compile`` like the pipeline's decode."""
+        return self.vae.encode(jnp.asarray(video).astype(self.vae.module.dtype))
 
     def _image_latents(self, image, height, width, batch):
         """The conditioning image as normalised latents (batch, 1, H', W', C) (posterior mean)."""
@@ -384,10 +382,6 @@ class SanaVideoPipeline:
 def _block(x, start):
     jax.block_until_ready(x)
     return time.perf_counter() - start
-
-
-def _encode(vae_module, params, video):
-    return vae_module.apply({"params": params}, video, method="encode")
 
 
 def _decode(vae_module, params, latents, state, *, mode):
