@@ -54,13 +54,22 @@ def jit(fun, *, vae: bool = False, **kwargs):
 def jit_anywhere(fun, *, vae: bool = False, **kwargs):
     """``jit`` for a function that may also be called inside another jit or transformation (a component's forward,
     ``vae.decode``): called on concrete arrays it runs the program compiled with ``compiler_options(vae)``; called
-    with a traced argument, the plain ``jax.jit(fun)``, which then becomes part of the caller's program."""
+    with a traced argument, or from inside a caller's trace on concrete arrays it closed over, the plain
+    ``jax.jit(fun)``, which then becomes part of the caller's program."""
     top, nested = jit(fun, vae=vae, **kwargs), jax.jit(fun, **kwargs)
 
     @functools.wraps(fun)
     def call(*args, **kw):
-        traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kw)))
-        return (nested if traced else top)(*args, **kw)
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kw))):
+            return nested(*args, **kw)
+        try:
+            return top(*args, **kw)
+        except ValueError as e:
+            # concrete arguments inside a caller's trace: JAX refuses compiler options on a nested jit (it has no
+            # public way to ask whether a trace is under way, so its refusal is the test)
+            if "compiler_options" not in str(e):
+                raise
+            return nested(*args, **kw)
 
     call.lower = top.lower
     return call

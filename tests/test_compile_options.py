@@ -84,13 +84,14 @@ def _matmul_component():
 def test_a_component_compiles_with_the_options_at_top_level_and_joins_a_callers_jit():
     """A component's forward and methods: at top level the program compiled with `_compile`'s options (its dot off
     YNNPACK); called inside a caller's jit, grad or vmap, a plain jit that becomes part of the caller's program
-    (JAX refuses compiler options there)."""
+    (JAX refuses compiler options there), also when its inputs are concrete arrays the caller closed over."""
     _compile.compiler_options.cache_clear()
     tiny, x = _matmul_component()
     variables = {"params": tiny.params}
     assert "__ynn_fusion" not in tiny._apply.lower(variables, x).compile().as_text()
     want = x @ tiny.params["Dense_0"]["kernel"]
-    for got in (tiny(x), jax.jit(lambda v: tiny(v))(x), jax.vmap(tiny)(x[None])[0]):
+    # the last: concrete x closed over inside a caller's jit (no traced argument, yet under a trace)
+    for got in (tiny(x), jax.jit(lambda v: tiny(v))(x), jax.vmap(tiny)(x[None])[0], jax.jit(lambda: tiny(x))()):
         assert jnp.allclose(got, want, rtol=1e-6)
     for got in (tiny.decode(x), jax.jit(tiny.decode)(x)):
         assert jnp.allclose(got, 2 * want, rtol=1e-6)
