@@ -142,3 +142,37 @@ def test_conv3d_picks_its_form_by_channels_per_pixel(monkeypatch, channels, size
 def test_conv3d_checks_channels():
     with pytest.raises(ValueError, match="x has 4 channels, the kernel expects 5"):
         conv3d(jnp.zeros((1, 3, 4, 4, 4)), jnp.zeros((3, 3, 3, 5, 2)))
+
+
+@pytest.mark.parametrize("shape,kernel_size,strides,padding,zero_frames", [
+    ((2, 4, 5, 6, 3), (3, 3, 3), (1, 1, 1), ((1, 1), (1, 1)), 2),   # a Wan2.1 causal conv at a clip's start
+    ((1, 1, 4, 4, 3), (3, 3, 3), (1, 1, 1), ((1, 1), (1, 1)), 2),   # one frame: only the last tap reads it
+    ((1, 2, 4, 4, 3), (3, 1, 1), (1, 1, 1), ((0, 0), (0, 0)), 4),   # more zero frames than taps: zero outputs first
+    ((1, 6, 8, 8, 3), (3, 3, 3), (2, 1, 1), ((1, 1), (1, 1)), 2),   # time stride: the zeros are concatenated
+    ((1, 3, 3, 3, 40), (3, 3, 3), (1, 1, 1), ((1, 1), (1, 1)), 2),  # im2col: the zeros are concatenated
+])
+def test_conv3d_zero_frames_equal_torch_on_zero_padded_frames(shape, kernel_size, strides, padding, zero_frames):
+    """``zero_frames`` leading zero frames (causal zero padding) equal torch's conv3d of the zero-padded clip, in
+    float64, on every path conv3d takes."""
+    rng = np.random.default_rng(sum(shape) + zero_frames)
+    x = rng.standard_normal(shape)
+    kernel = rng.standard_normal((*kernel_size, shape[-1], 5)) / 5
+    with jax.enable_x64():
+        got = np.asarray(jax.jit(lambda x, k: conv3d(x, k, strides, padding, zero_frames))(jnp.asarray(x),
+                                                                                          jnp.asarray(kernel)))
+    (top, bottom), (left, right) = padding
+    tx = torch.tensor(np.concatenate([np.zeros((shape[0], zero_frames) + shape[2:]), x], axis=1)).permute(0, 4, 1, 2, 3)
+    tx = torch.nn.functional.pad(tx, (left, right, top, bottom))
+    want = torch.nn.functional.conv3d(tx, torch.tensor(kernel).permute(4, 3, 0, 1, 2), stride=strides)
+    want = want.permute(0, 2, 3, 4, 1).numpy()
+    assert got.shape == want.shape
+    assert rel_err(got, want) < 1e-12
+
+
+def test_conv3d_convolves_only_the_real_frames_behind_zero_frames():
+    """On CPU, the per-tap form's 2-D convs take only the frames each time tap reads from x: with 2 zero frames in
+    front of 4 frames, taps 0, 1, 2 convolve 2, 3 and 4 frames (9, not 12, frame convolutions)."""
+    x, kernel = jnp.zeros((1, 4, 6, 6, 3)), jnp.zeros((3, 3, 3, 3, 4))
+    jaxpr = jax.make_jaxpr(lambda x, k: conv3d(x, k, (1, 1, 1), ((1, 1), (1, 1)), 2))(x, kernel)
+    frames = [e.invars[0].aval.shape[0] for e in jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
+    assert frames == [2, 3, 4]

@@ -74,14 +74,18 @@ class CausalConv3d(nn.Module):
         if kt == kh == kw == 1:
             y = x @ kernel[0, 0, 0].astype(self.dtype)
         else:
+            zero_frames = 0   # a clip's start: kt - 1 zero frames in front, which conv3d skips rather than convolves
             if self.causal and kt > 1:
                 if cache is None:
-                    cache = jnp.zeros(x.shape[:1] + (kt - 1,) + x.shape[2:], x.dtype)
-                x = jnp.concatenate([cache.astype(x.dtype), x], axis=1)
-                new_cache = x[:, -CACHE_FRAMES:]
-            if x.shape[1] < kt:  # nothing to convolve (a chunk with no frame for this conv)
+                    zero_frames = kt - 1
+                    held = jnp.zeros(x.shape[:1] + (max(CACHE_FRAMES - x.shape[1], 0),) + x.shape[2:], x.dtype)
+                    new_cache = jnp.concatenate([held, x[:, -CACHE_FRAMES:]], axis=1)
+                else:
+                    x = jnp.concatenate([cache.astype(x.dtype), x], axis=1)
+                    new_cache = x[:, -CACHE_FRAMES:]
+            if x.shape[1] + zero_frames < kt:  # nothing to convolve (a chunk with no frame for this conv)
                 return jnp.zeros(x.shape[:1] + (0,) + x.shape[2:4] + (self.features,), self.dtype), new_cache
-            y = conv3d(x, kernel, (self.stride_t, 1, 1), ((kh // 2, kh // 2), (kw // 2, kw // 2)))
+            y = conv3d(x, kernel, (self.stride_t, 1, 1), ((kh // 2, kh // 2), (kw // 2, kw // 2)), zero_frames)
         return y + bias.astype(self.dtype), new_cache
 
 

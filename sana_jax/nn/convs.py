@@ -6,6 +6,8 @@ XLA's grouped convolution is ~10x slower on CPU than shifted multiply-adds for d
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,22 +50,29 @@ _IM2COL_CHANNELS_PER_PIXEL = 4
 
 
 def conv3d(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int, int] = (1, 1, 1),
-           spatial_padding: tuple = ((0, 0), (0, 0))) -> jnp.ndarray:
-    """Conv over (T, H, W) with no time padding (the caller pads time its own way) and zero ``spatial_padding``
-    ((top, bottom), (left, right)). x: (B, T, H, W, C_in); kernel (kt, kh, kw, C_in, C_out); ``strides`` (t, h, w).
+           spatial_padding: tuple = ((0, 0), (0, 0)), zero_frames: int = 0) -> jnp.ndarray:
+    """Conv over (T, H, W) with zero ``spatial_padding`` ((top, bottom), (left, right)) and, in time, ``zero_frames``
+    zero frames in front of x (causal zero padding; the caller pads time any other way itself). x: (B, T, H, W, C_in);
+    kernel (kt, kh, kw, C_in, C_out); ``strides`` (t, h, w).
 
     The form is chosen by measurement: on CPU, one matmul over the concatenated shifted views when C_in exceeds
     ``_IM2COL_CHANNELS_PER_PIXEL`` times the output pixels of a frame, otherwise per-frame 2-D convs summed over the
-    kt time taps; elsewhere XLA's own 3-D convolution (the others not measured there).
+    kt time taps, each tap convolving only the real frames it reads (a causal Wan2.1 conv over a clip's first 3-9
+    frames reads a zero frame in 1/3-1/9 of its taps); elsewhere XLA's own 3-D convolution (the others not measured
+    there).
     """
     kh, kw, c_in = kernel.shape[1:4]
     if x.shape[-1] != c_in:
         raise ValueError(f"conv3d: x has {x.shape[-1]} channels, the kernel expects {c_in}")
     kernel = kernel.astype(x.dtype)
-    if jax.default_backend() != "cpu":
-        return _conv3d_xla(x, kernel, strides, spatial_padding)
     (top, bottom), (left, right) = spatial_padding
     pixels = ((x.shape[2] + top + bottom - kh) // strides[1] + 1) * ((x.shape[3] + left + right - kw) // strides[2] + 1)
+    if jax.default_backend() == "cpu" and c_in <= _IM2COL_CHANNELS_PER_PIXEL * pixels and strides[0] == 1:
+        return _conv3d_per_tap(x, kernel, strides, spatial_padding, zero_frames)
+    if zero_frames:
+        x = jnp.concatenate([jnp.zeros(x.shape[:1] + (zero_frames,) + x.shape[2:], x.dtype), x], axis=1)
+    if jax.default_backend() != "cpu":
+        return _conv3d_xla(x, kernel, strides, spatial_padding)
     if c_in > _IM2COL_CHANNELS_PER_PIXEL * pixels:
         return _conv3d_im2col(x, kernel, strides, spatial_padding)
     return _conv3d_per_tap(x, kernel, strides, spatial_padding)
@@ -74,24 +83,38 @@ def _conv3d_xla(x, kernel, strides, spatial_padding):
                                         dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
 
 
-def _conv3d_per_tap(x, kernel, strides, spatial_padding):
-    """``conv3d`` as a sum over the time taps of per-frame 2-D convs (matmuls for 1x1 taps without padding)."""
+def _conv3d_per_tap(x, kernel, strides, spatial_padding, zero_frames: int = 0):
+    """``conv3d`` as a sum over the time taps of per-frame 2-D convs (matmuls for 1x1 taps without padding); with
+    ``zero_frames`` (time stride 1), each tap convolves only x's frames and the sum is assembled per output range."""
     kt, kh, kw = kernel.shape[:3]
     st, sh, sw = strides
+    if zero_frames and st != 1:
+        raise ValueError(f"conv3d: zero_frames={zero_frames} needs a time stride of 1, got {st}")
     b, t = x.shape[:2]
-    n = (t - kt) // st + 1
+    n = (t + zero_frames - kt) // st + 1
     flat = kh == kw == sh == sw == 1 and not any(np.ravel(spatial_padding))
-    out = None
+    terms = []                       # (first output frame, the tap's outputs from there on)
     for i in range(kt):
-        frames = x[:, i:i + st * (n - 1) + 1:st]
+        first = max(zero_frames - i, 0)
+        if first >= n:
+            continue
+        frames = x[:, i + st * first - zero_frames:i + st * (n - 1) + 1 - zero_frames:st]
         if flat:
             term = frames @ kernel[i, 0, 0]
         else:
-            term = jax.lax.conv_general_dilated(frames.reshape((b * n,) + frames.shape[2:]), kernel[i], (sh, sw),
+            term = jax.lax.conv_general_dilated(frames.reshape((-1,) + frames.shape[2:]), kernel[i], (sh, sw),
                                                 spatial_padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-            term = term.reshape((b, n) + term.shape[1:])
-        out = term if out is None else out + term
-    return out
+            term = term.reshape((b, n - first) + term.shape[1:])
+        terms.append((first, term))
+    # each range of output frames sums the taps that reach it, in tap order
+    segments, starts = [], sorted({first for first, _ in terms} | {0})
+    for start, end in zip(starts, starts[1:] + [n]):
+        parts = [term[:, start - first:end - first] for first, term in terms if first <= start]
+        segment = functools.reduce(jnp.add, parts) if parts else None
+        if segment is None:  # more zero frames than taps: nothing reaches these outputs
+            segment = jnp.zeros((b, end - start) + terms[-1][1].shape[2:], x.dtype)
+        segments.append(segment)
+    return segments[0] if len(segments) == 1 else jnp.concatenate(segments, axis=1)
 
 
 def _conv3d_im2col(x, kernel, strides, spatial_padding):
