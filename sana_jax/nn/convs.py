@@ -110,10 +110,9 @@ def _conv3d_per_tap(x, kernel, strides, spatial_padding, zero_frames: int = 0):
     segments, starts = [], sorted({first for first, _ in terms} | {0})
     for start, end in zip(starts, starts[1:] + [n]):
         parts = [term[:, start - first:end - first] for first, term in terms if first <= start]
-        segment = functools.reduce(jnp.add, parts) if parts else None
-        if segment is None:  # more zero frames than taps: nothing reaches these outputs
-            segment = jnp.zeros((b, end - start) + terms[-1][1].shape[2:], x.dtype)
-        segments.append(segment)
+        # no part: more zero frames than taps, nothing reaches these outputs
+        segments.append(functools.reduce(jnp.add, parts) if parts
+                        else jnp.zeros((b, end - start) + terms[-1][1].shape[2:], x.dtype))
     return segments[0] if len(segments) == 1 else jnp.concatenate(segments, axis=1)
 
 
