@@ -197,7 +197,10 @@ def ode_cache(tmp_path_factory, teacher):
     return str(root / "pairs"), prompts
 
 
-@pytest.mark.parametrize("task", [pytest.param("self_forcing", marks=pytest.mark.slow), "ode_init"])
+# slow: the trainer's exact resume is in the default tier with the DiT objective (test_training_run.py), the ODE
+# pairs' resume here (test_ode_pairs_resumed_after_an_interruption_equal_an_uninterrupted_run)
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["self_forcing", "ode_init"])
 def test_twenty_steps_equal_ten_then_resume_then_ten_bit_for_bit(tmp_path, teacher, ode_cache, task):
     extra = {"log_every": 1, "checkpoint_every": 10, "batch_size": 8}
     if task == "ode_init":
