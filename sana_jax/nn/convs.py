@@ -67,15 +67,14 @@ def conv3d(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int, int] = 
     kernel = kernel.astype(x.dtype)
     (top, bottom), (left, right) = spatial_padding
     pixels = ((x.shape[2] + top + bottom - kh) // strides[1] + 1) * ((x.shape[3] + left + right - kw) // strides[2] + 1)
-    if jax.default_backend() == "cpu" and c_in <= _IM2COL_CHANNELS_PER_PIXEL * pixels and strides[0] == 1:
+    cpu, im2col = jax.default_backend() == "cpu", c_in > _IM2COL_CHANNELS_PER_PIXEL * pixels
+    if cpu and not im2col and strides[0] == 1:
         return _conv3d_per_tap(x, kernel, strides, spatial_padding, zero_frames)
     if zero_frames:
         x = jnp.concatenate([jnp.zeros(x.shape[:1] + (zero_frames,) + x.shape[2:], x.dtype), x], axis=1)
-    if jax.default_backend() != "cpu":
+    if not cpu:
         return _conv3d_xla(x, kernel, strides, spatial_padding)
-    if c_in > _IM2COL_CHANNELS_PER_PIXEL * pixels:
-        return _conv3d_im2col(x, kernel, strides, spatial_padding)
-    return _conv3d_per_tap(x, kernel, strides, spatial_padding)
+    return (_conv3d_im2col if im2col else _conv3d_per_tap)(x, kernel, strides, spatial_padding)
 
 
 def _conv3d_xla(x, kernel, strides, spatial_padding):
